@@ -1,0 +1,441 @@
+"""The scenario file's data model: pydantic classes that validate a parsed TOML document.
+
+Field-level problems (a negative rate, a missing key) are caught by pydantic; cross-field
+problems (an unknown state in a transition, shares not summing to one) by ``Scenario``'s
+validators, whose messages name the offending entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trajectories.hazards import Hazard, NonNegative, Positive
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]*$", max_length=64)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+SUM_TOLERANCE = 1e-6
+SEX_LEVELS = ("F", "M")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_distribution(probabilities: dict[str, float], what: str) -> None:
+    total = sum(probabilities.values())
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        raise ValueError(f"{what} must sum to 1, got {total:.6g} ({probabilities})")
+
+
+class State(_Strict):
+    """A state of the multi-state model; absorbing states end the history."""
+
+    name: Name
+    absorbing: bool = False
+    death: bool | None = Field(
+        default=None, description="whether entering this absorbing state is death (default yes)"
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _death_only_if_absorbing(self) -> State:
+        if self.death and not self.absorbing:
+            raise ValueError(f"state {self.name!r}: death = true needs absorbing = true")
+        return self
+
+    @property
+    def is_death(self) -> bool:
+        return self.absorbing and self.death is not False
+
+
+class Transition(_Strict):
+    """An allowed move, its hazard, its clock and its covariate effects (log hazard ratios)."""
+
+    from_state: Name = Field(alias="from")
+    to_state: Name = Field(alias="to")
+    hazard: Hazard
+    clock: Literal["forward", "reset"] = Field(
+        default="forward",
+        description="forward: time since index (Markov); reset: time since entering (semi-Markov)",
+    )
+    effects: dict[str, float | dict[str, float]] = Field(
+        default_factory=dict,
+        description="log hazard ratio per unit of a numeric covariate, or per level of a "
+        "categorical one (a table level -> log HR, the reference level omitted)",
+    )
+
+    @property
+    def key(self) -> str:
+        return f"{self.from_state}->{self.to_state}"
+
+
+class NormalCovariate(_Strict):
+    """A numeric covariate drawn from a normal distribution truncated to [min, max]."""
+
+    kind: Literal["normal"] = "normal"
+    mean: float
+    sd: Positive
+    min: float = float("-inf")
+    max: float = float("inf")
+    center: float = Field(default=0.0, description="effects apply to (value - center)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NormalCovariate:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+class UniformCovariate(_Strict):
+    """A numeric covariate drawn uniformly on [low, high]."""
+
+    kind: Literal["uniform"] = "uniform"
+    low: float
+    high: float
+    center: float = 0.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> UniformCovariate:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class CategoricalCovariate(_Strict):
+    """A categorical covariate: level -> probability; effects are relative to ``reference``."""
+
+    kind: Literal["categorical"] = "categorical"
+    levels: dict[Name, Probability]
+    reference: str | None = Field(default=None, description="defaults to the first level")
+
+    @model_validator(mode="after")
+    def _levels(self) -> CategoricalCovariate:
+        if len(self.levels) < 1:
+            raise ValueError("needs at least one level")
+        _check_distribution(self.levels, "level probabilities")
+        if self.reference is not None and self.reference not in self.levels:
+            raise ValueError(f"reference {self.reference!r} is not one of {list(self.levels)}")
+        return self
+
+    @property
+    def reference_level(self) -> str:
+        return self.reference or next(iter(self.levels))
+
+
+Covariate = Annotated[
+    NormalCovariate | UniformCovariate | CategoricalCovariate, Field(discriminator="kind")
+]
+NUMERIC_KINDS = (NormalCovariate, UniformCovariate)
+
+DEFAULT_AGE = NormalCovariate(mean=60.0, sd=12.0, min=18.0, max=95.0, center=60.0)
+DEFAULT_SEX = CategoricalCovariate(levels={"F": 0.5, "M": 0.5})
+
+
+class Frailty(_Strict):
+    """A person-level gamma random effect with mean 1 multiplying one transition's hazard."""
+
+    kind: Literal["gamma"] = "gamma"
+    variance: Positive
+
+
+class Site(_Strict):
+    """A site: its share (or size), case-mix, hazard modifiers, enrolment and follow-up."""
+
+    name: Name
+    share: Probability | None = None
+    size: Annotated[int, Field(gt=0)] | None = None
+    enrolment_start: dt.date | None = None
+    enrolment_end: dt.date | None = None
+    followup_days: Positive | None = None
+    loss_to_followup_per_year: NonNegative | None = None
+    case_mix: dict[str, float | dict[str, Probability]] = Field(
+        default_factory=dict,
+        description="numeric covariate -> shift of its mean; categorical -> level probabilities",
+    )
+    hazard_ratios: dict[str, Positive] = Field(
+        default_factory=dict, description="transition key 'from->to' -> hazard multiplier"
+    )
+    frailty: dict[str, Frailty] = Field(default_factory=dict)
+
+
+class Calendar(_Strict):
+    """When index dates fall (uniformly over the enrolment window) and the data cut-off."""
+
+    enrolment_start: dt.date = dt.date(2015, 1, 1)
+    enrolment_end: dt.date = dt.date(2019, 12, 31)
+    data_cutoff: dt.date | None = Field(
+        default=None, description="administrative censoring date for everyone, if any"
+    )
+
+
+class FollowUp(_Strict):
+    """Default follow-up: maximum length and loss to follow-up (sites may override)."""
+
+    max_days: Positive = 5 * 365.25
+    loss_to_followup_per_year: NonNegative = 0.0
+
+
+class Visit(_Strict):
+    """Visits of one type: a Poisson process with a rate per state (per year)."""
+
+    type: Name
+    rates_per_year: dict[str, NonNegative]
+    mean_duration_days: NonNegative = Field(
+        default=0.0, description="0: a point visit; otherwise exponential length of stay"
+    )
+
+
+class Measurement(_Strict):
+    """A value taken at visits: state mean + trend since entering the state + noise."""
+
+    name: Name
+    unit: str | None = None
+    visit_types: list[str] | None = Field(default=None, description="default: every visit")
+    mean: dict[str, float] = Field(description="state -> mean value on entering the state")
+    trend_per_year: dict[str, float] = Field(default_factory=dict)
+    noise_sd: NonNegative = 0.0
+    person_sd: NonNegative = Field(default=0.0, description="sd of a per-person offset")
+    min: float = float("-inf")
+    max: float = float("inf")
+    decimals: Annotated[int, Field(ge=0, le=10)] | None = None
+
+
+class Drug(_Strict):
+    """A drug exposure started on entering one of ``on_entry`` states."""
+
+    name: Name
+    on_entry: list[str]
+    when: dict[str, list[str]] = Field(
+        default_factory=dict, description="categorical covariate -> levels that receive it"
+    )
+    probability: Probability = 1.0
+    duration_days: Positive
+    duration_cv: NonNegative = Field(default=0.0, description="0: fixed; else gamma spread")
+
+
+class Scenario(_Strict):
+    """A complete declarative scenario, as read from a TOML file."""
+
+    name: Name
+    description: str = ""
+    references: list[str] = Field(default_factory=list)
+    states: list[State]
+    initial_state: str | dict[str, Probability]
+    transitions: list[Transition]
+    covariates: dict[Name, Covariate] = Field(default_factory=dict)
+    calendar: Calendar = Calendar()
+    followup: FollowUp = FollowUp()
+    sites: list[Site] = Field(default_factory=lambda: [Site(name="site_1", share=1.0)])
+    visits: list[Visit] = Field(default_factory=list)
+    measurements: list[Measurement] = Field(default_factory=list)
+    drugs: list[Drug] = Field(default_factory=list)
+
+    @field_validator("covariates", mode="after")
+    @classmethod
+    def _age_and_sex(cls, covariates: dict) -> dict:
+        covariates = {"age": DEFAULT_AGE, "sex": DEFAULT_SEX, **covariates}
+        if not isinstance(covariates["age"], NUMERIC_KINDS):
+            raise ValueError("'age' must be a numeric covariate (normal or uniform), in years")
+        age = covariates["age"]
+        if (age.min if isinstance(age, NormalCovariate) else age.low) < 0:
+            raise ValueError("'age' must not go below 0 (set min / low)")
+        sex = covariates["sex"]
+        if not isinstance(sex, CategoricalCovariate) or set(sex.levels) - set(SEX_LEVELS):
+            raise ValueError(f"'sex' must be categorical with levels among {SEX_LEVELS}")
+        return covariates
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        problems = (
+            self._state_problems()
+            + self._transition_problems()
+            + self._site_problems()
+            + self._process_problems()
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- cross-field checks; each returns messages naming the entry at fault ------------------
+
+    def _state_problems(self) -> list[str]:
+        names = [s.name for s in self.states]
+        problems = [f"states: {n!r} is declared twice" for n in sorted(set(names)) if
+                    names.count(n) > 1]
+        transient = {s.name for s in self.states if not s.absorbing}
+        if not transient:
+            problems.append("states: at least one state must be transient (absorbing = false)")
+        initial = (
+            {self.initial_state: 1.0} if isinstance(self.initial_state, str) else
+            self.initial_state
+        )
+        for name in initial:
+            if name not in transient:
+                problems.append(
+                    f"initial_state: {name!r} is not a transient state; expected one of "
+                    f"{sorted(transient)}"
+                )
+        if isinstance(self.initial_state, dict):
+            try:
+                _check_distribution(self.initial_state, "initial_state probabilities")
+            except ValueError as error:
+                problems.append(str(error))
+        return problems
+
+    def _transition_problems(self) -> list[str]:
+        by_name = {s.name: s for s in self.states}
+        problems, seen = [], set()
+        for i, tr in enumerate(self.transitions):
+            where = f"transitions[{i}] ({tr.key})"
+            for end, name in (("from", tr.from_state), ("to", tr.to_state)):
+                if name not in by_name:
+                    problems.append(
+                        f"{where}: unknown state {name!r} in '{end}'; expected one of "
+                        f"{sorted(by_name)}"
+                    )
+            if tr.from_state in by_name and by_name[tr.from_state].absorbing:
+                problems.append(f"{where}: {tr.from_state!r} is absorbing; nothing may leave it")
+            if tr.from_state == tr.to_state:
+                problems.append(f"{where}: a transition must change state")
+            if tr.key in seen:
+                problems.append(f"{where}: declared twice")
+            seen.add(tr.key)
+            problems += self._effect_problems(where, tr.effects)
+        return problems
+
+    def _effect_problems(self, where: str, effects: dict) -> list[str]:
+        problems = []
+        for name, effect in effects.items():
+            covariate = self.covariates.get(name)
+            if covariate is None:
+                problems.append(
+                    f"{where}: effect on unknown covariate {name!r}; expected one of "
+                    f"{sorted(self.covariates)}"
+                )
+            elif isinstance(covariate, CategoricalCovariate):
+                if not isinstance(effect, dict):
+                    problems.append(
+                        f"{where}: effect of categorical {name!r} must be a table level -> "
+                        f"log HR, got {effect!r}"
+                    )
+                    continue
+                for level in effect:
+                    if level not in covariate.levels or level == covariate.reference_level:
+                        problems.append(
+                            f"{where}: effect of {name!r} names level {level!r}; expected one "
+                            f"of the non-reference levels "
+                            f"{[lv for lv in covariate.levels if lv != covariate.reference_level]}"
+                        )
+            elif isinstance(effect, dict):
+                problems.append(f"{where}: effect of numeric {name!r} must be a number")
+        return problems
+
+    def _site_problems(self) -> list[str]:
+        problems = []
+        names = [s.name for s in self.sites]
+        problems += [f"sites: {n!r} is declared twice" for n in sorted(set(names))
+                     if names.count(n) > 1]
+        with_share = [s.share is not None for s in self.sites]
+        with_size = [s.size is not None for s in self.sites]
+        if any(a and b for a, b in zip(with_share, with_size, strict=True)) or not (
+            all(with_share) or all(with_size)
+        ):
+            problems.append("sites: give every site a share, or every site a size, not a mix")
+        elif all(with_share):
+            try:
+                _check_distribution({s.name: s.share for s in self.sites}, "sites' shares")
+            except ValueError as error:
+                problems.append(str(error))
+        keys = {tr.key for tr in self.transitions}
+        for site in self.sites:
+            where = f"sites ({site.name})"
+            for key in list(site.hazard_ratios) + list(site.frailty):
+                if key not in keys:
+                    problems.append(
+                        f"{where}: unknown transition {key!r}; expected one of {sorted(keys)}"
+                    )
+            start = site.enrolment_start or self.calendar.enrolment_start
+            end = site.enrolment_end or self.calendar.enrolment_end
+            if end < start:
+                problems.append(f"{where}: enrolment ends ({end}) before it starts ({start})")
+            for name, shift in site.case_mix.items():
+                covariate = self.covariates.get(name)
+                if covariate is None:
+                    problems.append(f"{where}: case_mix names unknown covariate {name!r}")
+                elif isinstance(covariate, CategoricalCovariate):
+                    if not isinstance(shift, dict) or set(shift) != set(covariate.levels):
+                        problems.append(
+                            f"{where}: case_mix for {name!r} must give a probability for each "
+                            f"level {list(covariate.levels)}"
+                        )
+                    else:
+                        try:
+                            _check_distribution(shift, f"{where}: case_mix for {name!r}")
+                        except ValueError as error:
+                            problems.append(str(error))
+                elif isinstance(shift, dict):
+                    problems.append(f"{where}: case_mix for numeric {name!r} must be a number")
+        if self.calendar.enrolment_end < self.calendar.enrolment_start:
+            problems.append("calendar: enrolment_end is before enrolment_start")
+        return problems
+
+    def _process_problems(self) -> list[str]:
+        transient = {s.name for s in self.states if not s.absorbing}
+        problems = []
+
+        def unknown(where: str, states) -> None:
+            for state in states:
+                if state not in transient:
+                    problems.append(
+                        f"{where}: {state!r} is not a transient state; expected one of "
+                        f"{sorted(transient)}"
+                    )
+
+        visit_types = [v.type for v in self.visits]
+        for v in self.visits:
+            unknown(f"visits ({v.type})", v.rates_per_year)
+        problems += [f"visits: type {t!r} is declared twice" for t in sorted(set(visit_types))
+                     if visit_types.count(t) > 1]
+        for m in self.measurements:
+            where = f"measurements ({m.name})"
+            unknown(where, list(m.mean) + list(m.trend_per_year))
+            for t in m.visit_types or []:
+                if t not in visit_types:
+                    problems.append(f"{where}: unknown visit type {t!r}; expected {visit_types}")
+            if not m.min < m.max:
+                problems.append(f"{where}: min must be below max")
+        for d in self.drugs:
+            where = f"drugs ({d.name})"
+            unknown(where, d.on_entry)
+            for name, levels in d.when.items():
+                covariate = self.covariates.get(name)
+                if not isinstance(covariate, CategoricalCovariate):
+                    problems.append(f"{where}: 'when' needs a categorical covariate, got {name!r}")
+                elif set(levels) - set(covariate.levels):
+                    problems.append(
+                        f"{where}: 'when' {name!r} names unknown levels "
+                        f"{sorted(set(levels) - set(covariate.levels))}"
+                    )
+        return problems
+
+    # -- conveniences --------------------------------------------------------------------------
+
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.states]
+
+    @property
+    def initial_distribution(self) -> dict[str, float]:
+        if isinstance(self.initial_state, str):
+            return {self.initial_state: 1.0}
+        return dict(self.initial_state)
+
+    def content_hash(self) -> str:
+        """SHA-256 of the validated content (comments and layout of the file do not count)."""
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,98 @@
+"""A scenario compiled into the integer indices and arrays the vectorised engine works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from trajectories.hazards import Exponential
+from trajectories.scenario.schema import (
+    CategoricalCovariate,
+    NormalCovariate,
+    Scenario,
+    Transition,
+)
+
+
+@dataclass(frozen=True)
+class CompiledTransition:
+    """One transition with its states as indices."""
+
+    index: int
+    source: int
+    target: int
+    spec: Transition
+
+    @property
+    def clock_reset(self) -> bool:
+        return self.spec.clock == "reset" and not isinstance(self.spec.hazard, Exponential)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the engine needs, indexed: states, transitions, sites."""
+
+    scenario: Scenario
+    state_names: list[str]
+    absorbing: np.ndarray
+    death: np.ndarray
+    initial_probabilities: np.ndarray
+    transitions: list[CompiledTransition]
+    outgoing: list[list[CompiledTransition]]
+    site_names: list[str]
+    site_hazard_ratios: np.ndarray  # (sites, transitions)
+    site_frailty_variance: np.ndarray  # (sites, transitions), 0 = none
+
+    @classmethod
+    def compile(cls, scenario: Scenario) -> Plan:
+        names = scenario.state_names
+        position = {name: i for i, name in enumerate(names)}
+        transitions = [
+            CompiledTransition(k, position[t.from_state], position[t.to_state], t)
+            for k, t in enumerate(scenario.transitions)
+        ]
+        outgoing = [[t for t in transitions if t.source == s] for s in range(len(names))]
+        initial = np.zeros(len(names))
+        for name, p in scenario.initial_distribution.items():
+            initial[position[name]] = p
+        keys = [t.spec.key for t in transitions]
+        ratios = np.ones((len(scenario.sites), len(keys)))
+        frailty = np.zeros_like(ratios)
+        for j, site in enumerate(scenario.sites):
+            for key, ratio in site.hazard_ratios.items():
+                ratios[j, keys.index(key)] = ratio
+            for key, spec in site.frailty.items():
+                frailty[j, keys.index(key)] = spec.variance
+        return cls(
+            scenario=scenario,
+            state_names=names,
+            absorbing=np.array([s.absorbing for s in scenario.states]),
+            death=np.array([s.is_death for s in scenario.states]),
+            initial_probabilities=initial,
+            transitions=transitions,
+            outgoing=outgoing,
+            site_names=[s.name for s in scenario.sites],
+            site_hazard_ratios=ratios,
+            site_frailty_variance=frailty,
+        )
+
+    def site_mean_shift(self, covariate: str) -> np.ndarray:
+        """Per-site shift of a numeric covariate's mean (case-mix)."""
+        return np.array([float(s.case_mix.get(covariate, 0.0)) for s in self.scenario.sites])
+
+    def site_level_cumulative(self, covariate: str) -> np.ndarray:
+        """(sites, levels) cumulative level probabilities of a categorical covariate."""
+        spec = self.scenario.covariates[covariate]
+        assert isinstance(spec, CategoricalCovariate)
+        rows = []
+        for site in self.scenario.sites:
+            probabilities = site.case_mix.get(covariate, spec.levels)
+            rows.append(np.cumsum([probabilities[level] for level in spec.levels]))
+        return np.array(rows)
+
+    def numeric_bounds(self, covariate: str) -> tuple[float, float]:
+        spec = self.scenario.covariates[covariate]
+        if isinstance(spec, NormalCovariate):
+            return spec.min, spec.max
+        return spec.low, spec.high

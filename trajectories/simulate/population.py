@@ -1,0 +1,139 @@
+"""Baseline draws for a block of persons: site, covariates, dates, censoring, hazard multipliers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from trajectories.scenario.schema import CategoricalCovariate, NormalCovariate, UniformCovariate
+from trajectories.simulate.plan import Plan
+
+DAYS_PER_YEAR = 365.25
+EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): numpy day 0
+
+
+@dataclass
+class Population:
+    """Baseline of ``m`` persons; arrays are aligned by local person index."""
+
+    site: np.ndarray  # int site index
+    numeric: dict[str, np.ndarray]  # numeric covariate -> values
+    categorical: dict[str, np.ndarray]  # categorical covariate -> level index
+    index_day: np.ndarray  # days since 1970-01-01 (int64)
+    birth_day: np.ndarray
+    censor_time: np.ndarray  # days since index at which follow-up stops if nothing absorbs
+    lost: np.ndarray  # True when censor_time is a loss to follow-up
+    initial_state: np.ndarray
+    multipliers: np.ndarray  # (m, transitions) hazard multipliers
+
+    @property
+    def size(self) -> int:
+        return self.site.size
+
+
+def _sites(plan: Plan, start: int, stop: int, rng: np.random.Generator) -> np.ndarray:
+    sites = plan.scenario.sites
+    if sites[0].size is not None:
+        bounds = np.cumsum([s.size for s in sites])
+        return np.searchsorted(bounds, np.arange(start, stop), side="right")
+    cumulative = np.cumsum([s.share for s in sites])
+    return np.minimum(np.searchsorted(cumulative, rng.random(stop - start), side="right"),
+                      len(sites) - 1)
+
+
+def _numeric(spec, shift: np.ndarray, u: np.ndarray) -> np.ndarray:
+    if isinstance(spec, UniformCovariate):
+        return spec.low + shift + u * (spec.high - spec.low)
+    assert isinstance(spec, NormalCovariate)
+    mean = spec.mean + shift
+    low, high = ndtr((spec.min - mean) / spec.sd), ndtr((spec.max - mean) / spec.sd)
+    return np.clip(mean + spec.sd * ndtri(low + u * (high - low)), spec.min, spec.max)
+
+
+def _dates(plan: Plan, site: np.ndarray, age: np.ndarray, u: np.ndarray):
+    scenario = plan.scenario
+    calendar = scenario.calendar
+    start = np.array([(s.enrolment_start or calendar.enrolment_start).toordinal()
+                      for s in scenario.sites])
+    end = np.array([(s.enrolment_end or calendar.enrolment_end).toordinal()
+                    for s in scenario.sites])
+    span = end - start + 1
+    index_day = (start[site] + np.floor(u * span[site]).astype(np.int64)) - EPOCH_ORDINAL
+    birth_day = index_day - np.round(age * DAYS_PER_YEAR).astype(np.int64)
+    return index_day, birth_day
+
+
+def _censoring(plan: Plan, site, index_day, rng: np.random.Generator):
+    scenario = plan.scenario
+    followup = np.array([s.followup_days or scenario.followup.max_days for s in scenario.sites])
+    admin = followup[site].astype(float)
+    if scenario.calendar.data_cutoff is not None:
+        cutoff_day = scenario.calendar.data_cutoff.toordinal() - EPOCH_ORDINAL
+        admin = np.minimum(admin, (cutoff_day - index_day).astype(float))
+    loss_rate = np.array([
+        scenario.followup.loss_to_followup_per_year
+        if s.loss_to_followup_per_year is None else s.loss_to_followup_per_year
+        for s in scenario.sites
+    ]) / DAYS_PER_YEAR
+    with np.errstate(divide="ignore"):
+        loss_time = rng.standard_exponential(site.size) / loss_rate[site]
+    lost = loss_time < admin
+    return np.where(lost, loss_time, admin), lost
+
+
+def _multipliers(plan: Plan, pop_site, numeric, categorical, rng: np.random.Generator):
+    scenario = plan.scenario
+    log_m = np.log(plan.site_hazard_ratios[pop_site])  # (m, K)
+    for t in plan.transitions:
+        for name, effect in t.spec.effects.items():
+            spec = scenario.covariates[name]
+            if isinstance(spec, CategoricalCovariate):
+                levels = list(spec.levels)
+                by_level = np.array([effect.get(level, 0.0) for level in levels])
+                log_m[:, t.index] += by_level[categorical[name]]
+            else:
+                log_m[:, t.index] += effect * (numeric[name] - spec.center)
+    variance = plan.site_frailty_variance[pop_site]  # (m, K)
+    for k in np.flatnonzero(variance.any(axis=0)):
+        theta = variance[:, k]
+        has = theta > 0
+        frailty = np.ones(pop_site.size)
+        frailty[has] = rng.gamma(1.0 / theta[has], theta[has])
+        log_m[:, k] += np.log(frailty)
+    return np.exp(log_m)
+
+
+def draw_population(plan: Plan, start: int, stop: int, rng: np.random.Generator) -> Population:
+    """Draw the baseline of global persons [start, stop) from the block's stream ``rng``."""
+    scenario = plan.scenario
+    site = _sites(plan, start, stop, rng)
+    m = site.size
+    numeric, categorical = {}, {}
+    for name, spec in scenario.covariates.items():
+        u = rng.random(m)
+        if isinstance(spec, CategoricalCovariate):
+            cumulative = plan.site_level_cumulative(name)[site]
+            categorical[name] = (u[:, None] >= cumulative[:, :-1]).sum(axis=1)
+        else:
+            numeric[name] = _numeric(spec, plan.site_mean_shift(name)[site], u)
+    index_day, birth_day = _dates(plan, site, numeric["age"], rng.random(m))
+    censor_time, lost = _censoring(plan, site, index_day, rng)
+    initial_cumulative = np.cumsum(plan.initial_probabilities)
+    initial = np.minimum(
+        np.searchsorted(initial_cumulative, rng.random(m), side="right"),
+        len(plan.state_names) - 1,
+    )
+    # States with probability 0 are never drawn: searchsorted(side="right") skips them.
+    return Population(
+        site=site,
+        numeric=numeric,
+        categorical=categorical,
+        index_day=index_day,
+        birth_day=birth_day,
+        censor_time=censor_time,
+        lost=lost,
+        initial_state=initial,
+        multipliers=_multipliers(plan, site, numeric, categorical, rng),
+    )
