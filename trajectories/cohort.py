@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
@@ -80,11 +80,19 @@ class Manifest(BaseModel):
         )
 
 
-def _first_ids(frame: pl.DataFrame, limit: int = 5) -> str:
-    ids = frame.get_column("person_id").unique(maintain_order=True)
-    shown = ", ".join(str(i) for i in ids.head(limit).to_list())
-    more = f" and {ids.len() - limit} more" if ids.len() > limit else ""
-    return f"{ids.len()} person(s): {shown}{more}"
+@dataclass(frozen=True)
+class Violation:
+    """A broken rule: which rule, a message naming the column, and the persons at fault."""
+
+    rule: str
+    message: str
+    person_ids: pl.Series
+
+    def describe(self, limit: int = 5) -> str:
+        ids = self.person_ids
+        shown = ", ".join(str(i) for i in ids.head(limit).to_list())
+        more = f" and {ids.len() - limit} more" if ids.len() > limit else ""
+        return f"{self.message}; {ids.len()} person(s): {shown}{more}"
 
 
 def _check_columns(frame: pl.DataFrame, table: str, columns: dict, nullable: set[str]) -> None:
@@ -103,79 +111,88 @@ def _check_columns(frame: pl.DataFrame, table: str, columns: dict, nullable: set
                 raise CohortSchemaError(f"{table}.{name}: {nulls} null value(s); none allowed")
 
 
-def _fail_if(bad: pl.DataFrame, message: str) -> None:
-    if bad.height:
-        raise CohortSchemaError(f"{message}; {_first_ids(bad)}")
-
-
-def validate_tables(persons: pl.DataFrame, events: pl.DataFrame) -> None:
-    """Raise :class:`CohortSchemaError` naming column and persons if the tables break the model."""
+def check_columns(persons: pl.DataFrame, events: pl.DataFrame) -> None:
+    """Raise :class:`CohortSchemaError` if a required column is missing, mistyped or null."""
     _check_columns(persons, "persons", PERSON_COLUMNS, PERSON_NULLABLE)
     _check_columns(events, "events", EVENT_COLUMNS, EVENT_NULLABLE)
 
-    duplicated = persons.filter(pl.col("person_id").is_duplicated())
-    _fail_if(duplicated, "persons.person_id: duplicated ids")
-    _fail_if(
-        persons.filter(~pl.col("exit").is_in(EXITS)),
-        f"persons.exit: values outside {list(EXITS)}",
-    )
-    _fail_if(
-        persons.filter(~pl.col("followup_end").is_finite() | (pl.col("followup_end") < 0)),
-        "persons.followup_end: must be a finite number of days >= 0",
-    )
-    _fail_if(
-        persons.filter(pl.col("birth_date") > pl.col("index_date")),
-        "persons.birth_date: after index_date",
-    )
-    _fail_if(
-        persons.filter(pl.col("sex").is_not_null() & ~pl.col("sex").is_in(["F", "M"])),
-        "persons.sex: values other than 'F', 'M' or null",
-    )
 
-    _fail_if(
-        events.filter(~pl.col("code").str.contains(CODE_PATTERN)),
-        "events.code: codes must be namespaced like 'state:relapse' or 'visit:outpatient'",
-    )
-    _fail_if(
-        events.filter(~pl.col("time").is_finite() | (pl.col("time") < 0)),
-        "events.time: must be finite and >= 0 (days since index)",
-    )
-    _fail_if(
-        events.filter(pl.col("end_time").is_not_null() & (pl.col("end_time") < pl.col("time"))),
-        "events.end_time: before the event's time",
-    )
-    backwards = events.filter(
-        (pl.col("time") < pl.col("time").shift(1)).over("person_id")
-    )
-    _fail_if(backwards, "events.time: goes backwards within a person (rows out of time order)")
-
+def find_violations(persons: pl.DataFrame, events: pl.DataFrame) -> list[Violation]:
+    """Every value and temporal rule the tables break (columns must already be right)."""
     joined = events.select("person_id", "time").join(
         persons.select("person_id", "followup_end", "exit"), on="person_id", how="left"
     )
-    _fail_if(
-        joined.filter(pl.col("exit").is_null()), "events.person_id: ids absent from persons"
-    )
     late = joined.filter(pl.col("time") > pl.col("followup_end"))
-    _fail_if(late.filter(pl.col("exit") == "death"), "events.time: event after death")
-    _fail_if(late, "events.time: event after the end of follow-up (followup_end)")
-
     first_state = (
         events.filter(pl.col("code").str.starts_with(STATE_PREFIX))
         .group_by("person_id")
         .agg(pl.col("time").min())
     )
-    missing = persons.join(first_state, on="person_id", how="anti")
-    _fail_if(missing, "events: every person needs a 'state:' event for the initial state")
-    _fail_if(
-        first_state.filter(pl.col("time") != 0),
-        "events: the initial 'state:' event must be at time 0",
-    )
+    rules = [
+        ("duplicate_person", "persons.person_id: duplicated ids",
+         persons.filter(pl.col("person_id").is_duplicated())),
+        ("exit_value", f"persons.exit: values outside {list(EXITS)}",
+         persons.filter(~pl.col("exit").is_in(EXITS))),
+        ("followup_end", "persons.followup_end: must be a finite number of days >= 0",
+         persons.filter(~pl.col("followup_end").is_finite() | (pl.col("followup_end") < 0))),
+        ("birth_after_index", "persons.birth_date: after index_date",
+         persons.filter(pl.col("birth_date") > pl.col("index_date"))),
+        ("sex_value", "persons.sex: values other than 'F', 'M' or null",
+         persons.filter(pl.col("sex").is_not_null() & ~pl.col("sex").is_in(["F", "M"]))),
+        ("code_format",
+         "events.code: codes must be namespaced like 'state:relapse' or 'visit:outpatient'",
+         events.filter(~pl.col("code").str.contains(CODE_PATTERN))),
+        ("time_value", "events.time: must be finite and >= 0 (days since index)",
+         events.filter(~pl.col("time").is_finite() | (pl.col("time") < 0))),
+        ("end_before_start", "events.end_time: before the event's time",
+         events.filter(pl.col("end_time").is_not_null() & (pl.col("end_time") < pl.col("time")))),
+        ("time_order", "events.time: goes backwards within a person (rows out of time order)",
+         events.filter((pl.col("time") < pl.col("time").shift(1)).over("person_id"))),
+        ("unknown_person", "events.person_id: ids absent from persons",
+         joined.filter(pl.col("exit").is_null())),
+        ("after_death", "events.time: event after death",
+         late.filter(pl.col("exit") == "death")),
+        ("after_followup", "events.time: event after the end of follow-up (followup_end)",
+         late.filter(pl.col("exit") != "death")),
+        ("no_initial_state",
+         "events: every person needs a 'state:' event for the initial state",
+         persons.join(first_state, on="person_id", how="anti")),
+        ("initial_state_time", "events: the initial 'state:' event must be at time 0",
+         first_state.filter(pl.col("time") != 0)),
+    ]
+    return [
+        Violation(rule, message, bad.get_column("person_id").unique(maintain_order=True))
+        for rule, message, bad in rules
+        if bad.height
+    ]
 
 
-def _ipc_digest(frame: pl.DataFrame, digest: Any) -> None:
-    buffer = io.BytesIO()
-    frame.write_ipc_stream(buffer, compression="uncompressed")
-    digest.update(buffer.getbuffer())
+def validate_tables(persons: pl.DataFrame, events: pl.DataFrame) -> None:
+    """Raise :class:`CohortSchemaError` naming column and persons if the tables break the model."""
+    check_columns(persons, events)
+    violations = find_violations(persons, events)
+    if violations:
+        raise CohortSchemaError(violations[0].describe())
+
+
+def _frame_digest(frame: pl.DataFrame, digest: Any) -> None:
+    """Feed a canonical byte form of ``frame`` to ``digest``: equal contents, equal bytes,
+    however the data are chunked or laid out in memory."""
+    for name in frame.columns:
+        column = frame.get_column(name)
+        digest.update(f"{name}:{column.dtype}:{column.len()}".encode())
+        digest.update(column.is_null().to_numpy().tobytes())
+        if column.dtype == pl.String:
+            filled = column.fill_null("")
+            digest.update(filled.str.len_bytes().to_numpy().tobytes())
+            array = filled.to_arrow().cast("large_string")
+            array = array.combine_chunks() if hasattr(array, "combine_chunks") else array
+            offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)
+            begin, stop = offsets[array.offset], offsets[array.offset + len(array)]
+            digest.update(memoryview(array.buffers()[2])[begin:stop])
+        else:
+            physical = column.to_physical().fill_null(0)
+            digest.update(np.ascontiguousarray(physical.to_numpy()).tobytes())
 
 
 @dataclass(frozen=True)
@@ -184,19 +201,25 @@ class Cohort:
 
     ``persons`` has one row per person (see ``PERSON_COLUMNS``, plus scenario covariates);
     ``events`` has one row per event (``EVENT_COLUMNS``), sorted by time within each person.
+    ``check=False`` keeps only the column checks, so that validation can report every broken
+    rule of a faulty cohort instead of stopping at the first.
     """
 
     persons: pl.DataFrame
     events: pl.DataFrame
     manifest: Manifest = field(repr=False)
+    check: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
-        validate_tables(self.persons, self.events)
+    def __post_init__(self, check: bool) -> None:
+        if check:
+            validate_tables(self.persons, self.events)
+        else:
+            check_columns(self.persons, self.events)
 
     # -- reading and writing -------------------------------------------------------------------
 
     @classmethod
-    def read(cls, directory: str | Path) -> Cohort:
+    def read(cls, directory: str | Path, check: bool = True) -> Cohort:
         """Load a cohort directory written by :meth:`write` (or by the CLI)."""
         directory = Path(directory)
         paths = [directory / name for name in (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE)]
@@ -212,7 +235,7 @@ class Cohort:
         except (OSError, pl.exceptions.ComputeError) as error:
             raise CohortSchemaError(f"{directory}: unreadable Parquet: {error}") from None
         try:
-            return cls(persons, events, manifest)
+            return cls(persons, events, manifest, check=check)
         except CohortSchemaError as error:
             raise CohortSchemaError(f"{directory}: {error}") from None
 
@@ -269,8 +292,8 @@ class Cohort:
     def fingerprint(self) -> str:
         """SHA-256 of the persons and events contents (for provenance of reference data)."""
         digest = hashlib.sha256()
-        _ipc_digest(self.persons, digest)
-        _ipc_digest(self.events, digest)
+        _frame_digest(self.persons, digest)
+        _frame_digest(self.events, digest)
         return digest.hexdigest()
 
 
@@ -282,7 +305,8 @@ def prepare_output_directory(directory: str | Path, overwrite: bool) -> Path:
     if directory.is_dir() and any(directory.iterdir()):
         if not overwrite:
             raise CohortSchemaError(
-                f"{directory}: directory is not empty; choose another or pass overwrite"
+                f"{directory}: directory is not empty; choose another or pass --overwrite "
+                "(overwrite=True)"
             )
         for name in (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE):
             (directory / name).unlink(missing_ok=True)

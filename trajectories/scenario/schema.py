@@ -227,7 +227,7 @@ class Scenario(_Strict):
     states: list[State]
     initial_state: str | dict[str, Probability]
     transitions: list[Transition]
-    covariates: dict[Name, Covariate] = Field(default_factory=dict)
+    covariates: dict[Name, Covariate] = Field(default_factory=dict, validate_default=True)
     calendar: Calendar = Calendar()
     followup: FollowUp = FollowUp()
     sites: list[Site] = Field(default_factory=lambda: [Site(name="site_1", share=1.0)])
@@ -363,6 +363,11 @@ class Scenario(_Strict):
             end = site.enrolment_end or self.calendar.enrolment_end
             if end < start:
                 problems.append(f"{where}: enrolment ends ({end}) before it starts ({start})")
+            cutoff = self.calendar.data_cutoff
+            if cutoff is not None and cutoff < end:
+                problems.append(
+                    f"{where}: calendar.data_cutoff ({cutoff}) falls before enrolment ends ({end})"
+                )
             for name, shift in site.case_mix.items():
                 covariate = self.covariates.get(name)
                 if covariate is None:
