@@ -11,6 +11,7 @@ Sampling an exit conditioned on the time already on the clock ``u0`` uses
 from __future__ import annotations
 
 from abc import abstractmethod
+from functools import cached_property
 from typing import Annotated, Literal
 
 import numpy as np
@@ -178,32 +179,34 @@ class PiecewiseConstant(_Family):
             raise ValueError(f"breakpoints must increase strictly, got {self.breakpoints}")
         return self
 
-    @property
+    @cached_property
     def _knots(self) -> np.ndarray:
         return np.concatenate([[0.0], self.breakpoints])
 
-    @property
+    @cached_property
+    def _rates(self) -> np.ndarray:
+        return np.asarray(self.rates, dtype=float)
+
+    @cached_property
     def _knot_cumhaz(self) -> np.ndarray:
-        knots = self._knots
-        return np.concatenate([[0.0], np.cumsum(np.diff(knots) * self.rates[:-1])])
+        return np.concatenate([[0.0], np.cumsum(np.diff(self._knots) * self._rates[:-1])])
 
     def hazard(self, t):
         j = np.searchsorted(self._knots, np.asarray(t, dtype=float), side="right") - 1
-        return np.asarray(self.rates)[np.maximum(j, 0)]
+        return self._rates[np.maximum(j, 0)]
 
     def cumulative_hazard(self, t):
         t = np.asarray(t, dtype=float)
         knots = self._knots
         j = np.maximum(np.searchsorted(knots, t, side="right") - 1, 0)
-        return self._knot_cumhaz[j] + np.asarray(self.rates)[j] * (t - knots[j])
+        return self._knot_cumhaz[j] + self._rates[j] * (t - knots[j])
 
     def inverse_cumulative_hazard(self, y):
         y = np.asarray(y, dtype=float)
         knot_h = self._knot_cumhaz
-        rates = np.asarray(self.rates)
         j = np.maximum(np.searchsorted(knot_h, y, side="right") - 1, 0)
         # Several knots share one H where a rate is zero; searchsorted(side="right") skips them.
-        rate = rates[j]
+        rate = self._rates[j]
         with np.errstate(divide="ignore", invalid="ignore"):
             t = self._knots[j] + (y - knot_h[j]) / rate
         return np.where(rate > 0, t, np.where(y > knot_h[j], np.inf, self._knots[j]))

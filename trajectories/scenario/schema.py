@@ -218,6 +218,27 @@ class Drug(_Strict):
     duration_cv: NonNegative = Field(default=0.0, description="0: fixed; else gamma spread")
 
 
+OMOP_DOMAINS = ("condition", "observation", "procedure", "measurement", "drug", "visit", "death")
+DEFAULT_DOMAIN = {"state": "condition", "visit": "visit", "measurement": "measurement",
+                  "drug": "drug"}
+
+
+class ConceptMapping(_Strict):
+    """How one event code maps to an OMOP standard concept (used by the OMOP exporter)."""
+
+    domain: Literal[OMOP_DOMAINS] | None = Field(
+        default=None,
+        description="OMOP table family; default from the code's namespace (state -> condition)",
+    )
+    concept_id: Annotated[int, Field(ge=0)] = 0
+    source_value: str | None = None
+    unit_concept_id: Annotated[int, Field(ge=0)] | None = None
+    unit_source_value: str | None = None
+    type_concept_id: Annotated[int, Field(ge=0)] = Field(
+        default=32817, description="provenance; 32817 = EHR"
+    )
+
+
 class Scenario(_Strict):
     """A complete declarative scenario, as read from a TOML file."""
 
@@ -234,6 +255,9 @@ class Scenario(_Strict):
     visits: list[Visit] = Field(default_factory=list)
     measurements: list[Measurement] = Field(default_factory=list)
     drugs: list[Drug] = Field(default_factory=list)
+    concepts: dict[str, ConceptMapping] = Field(
+        default_factory=dict, description="event code (e.g. 'state:relapse') -> OMOP concept"
+    )
 
     @field_validator("covariates", mode="after")
     @classmethod
@@ -256,6 +280,7 @@ class Scenario(_Strict):
             + self._transition_problems()
             + self._site_problems()
             + self._process_problems()
+            + self._concept_problems()
         )
         if problems:
             raise ValueError("; ".join(problems))
@@ -428,11 +453,47 @@ class Scenario(_Strict):
                     )
         return problems
 
+    def _concept_problems(self) -> list[str]:
+        codes = set(self.event_codes())
+        return [
+            f"concepts: {code!r} is not an event this scenario produces; expected one of "
+            f"{sorted(codes)}"
+            for code in self.concepts
+            if code not in codes
+        ]
+
     # -- conveniences --------------------------------------------------------------------------
 
     @property
     def state_names(self) -> list[str]:
         return [s.name for s in self.states]
+
+    def event_codes(self) -> list[str]:
+        """Every event code the scenario can produce."""
+        return (
+            [f"state:{s.name}" for s in self.states]
+            + [f"visit:{v.type}" for v in self.visits]
+            + [f"measurement:{m.name}" for m in self.measurements]
+            + [f"drug:{d.name}" for d in self.drugs]
+        )
+
+    def concept_map(self) -> dict[str, dict]:
+        """Event code -> OMOP mapping for every code (unmapped codes get concept 0)."""
+        mapped = {}
+        for code in self.event_codes():
+            namespace, name = code.split(":", 1)
+            mapping = self.concepts.get(code, ConceptMapping())
+            default_domain = DEFAULT_DOMAIN[namespace]
+            if namespace == "state" and self.states[self.state_names.index(name)].is_death:
+                default_domain = "death"
+            entry = mapping.model_dump()
+            entry["domain"] = mapping.domain or default_domain
+            entry["source_value"] = mapping.source_value or name
+            mapped[code] = entry
+        for measurement in self.measurements:
+            entry = mapped[f"measurement:{measurement.name}"]
+            entry["unit_source_value"] = entry["unit_source_value"] or measurement.unit
+        return mapped
 
     @property
     def initial_distribution(self) -> dict[str, float]:

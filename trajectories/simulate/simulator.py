@@ -218,6 +218,7 @@ class MarkovSimulator:
             scenario_name=self.scenario.name,
             scenario_hash=self.scenario.content_hash(),
             block_size=self.block_size,
+            concepts=self.scenario.concept_map(),
             **extra,
         )
 

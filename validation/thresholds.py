@@ -1,0 +1,67 @@
+"""Pass/fail thresholds of the validation checks, with documented defaults, loadable from TOML.
+
+A thresholds file holds a ``[thresholds]`` table (or the keys at top level) with any of the
+fields below; unknown keys are an error naming the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trajectories.errors import TrajectoriesError
+
+
+class Thresholds(BaseModel):
+    """Rules of the validation report. Hypothesis tests share one family-wise error rate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(
+        0.05, gt=0, lt=1,
+        description="family-wise error rate; split over all tests of a report (Bonferroni)",
+    )
+    bootstrap_samples: int = Field(
+        400, ge=50, description="replicates for the Kaplan-Meier distance threshold"
+    )
+    landmark_days: list[float] = Field(
+        default_factory=lambda: [365.25, 730.5, 1095.75],
+        description="times at which synthetic survival must fall in the reference 95% CI",
+    )
+    rmst_horizon_days: float | None = Field(
+        None, gt=0,
+        description="RMST horizon; default: the reference's 90th percentile of follow-up",
+    )
+    max_total_variation: float = Field(
+        0.10, gt=0, le=1, description="largest jump-chain total variation distance per origin"
+    )
+    max_occupation_difference: float = Field(
+        0.05, gt=0, le=1, description="largest state-occupation probability difference"
+    )
+    max_sojourn_median_ratio: float = Field(
+        1.25, gt=1, description="synthetic/reference median sojourn must lie in [1/r, r]"
+    )
+    max_concordance_gap: float = Field(
+        0.05, ge=0, description="train-synthetic-test-real C-index may trail the real one by"
+    )
+    min_site_persons: int = Field(
+        30, ge=1, description="sites with fewer reference persons are shown, not judged"
+    )
+
+
+def load_thresholds(path: str | Path) -> Thresholds:
+    """Read thresholds from a TOML file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise TrajectoriesError(f"cannot read thresholds file {path}: {error}") from None
+    try:
+        return Thresholds.model_validate(data.get("thresholds", data))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise TrajectoriesError(f"invalid thresholds file {path}: {problems}") from None
