@@ -129,7 +129,8 @@ def test_time_units_ids_sites_sex_and_non_death_events():
     assert persons.get_column("sex").to_list() == ["F", "M", None, "F"]
     assert persons.get_column("site").to_list() == ["A", "B", "A", "C"]
     assert cohort.covariates == ["stage"] and persons.schema["stage"] == pl.String
-    assert cohort.state_spells().rows() == [
+    spells = cohort.state_spells().select("person_id", "state", "start", "stop", "next_state")
+    assert spells.rows() == [
         (10, "remission", 0.0, 30.4375, "relapse"),
         (10, "relapse", 30.4375, 30.4375, None),
         (20, "remission", 0.0, 2.5 * 30.4375, None),
@@ -478,7 +479,7 @@ def test_random_paths_round_trip_through_long_format():
     long, expected = _simulate(3000, rng)
     shuffled = long.sample(fraction=1.0, shuffle=True, seed=7)  # row order must not matter
     cohort = from_mstate(shuffled.to_pandas(), state_names=NAMES, time_unit="years")
-    spells = cohort.state_spells()
+    spells = cohort.state_spells().select(expected.columns)
     assert spells.height == expected.height > 3000
     assert spells.rows() == expected.rows()
     persons = cohort.persons
