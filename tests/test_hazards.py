@@ -220,3 +220,29 @@ def test_piecewise_error_messages_say_what_is_wrong() -> None:
         PiecewiseConstant(breakpoints=[1.0, 2.0], rates=[0.1, 0.2])
     with pytest.raises(ValidationError, match="increase strictly"):
         PiecewiseConstant(breakpoints=[2.0, 1.0], rates=[0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize(
+    ("hazard", "limit"),
+    [
+        (Exponential(rate=0.3), 0.3),
+        (Weibull(shape=1.0, scale=10.0), 0.1),
+        (Weibull(shape=2.0, scale=10.0), 0.0),
+        (Weibull(shape=0.5, scale=10.0), np.inf),
+        (Gompertz(shape=0.1, rate=0.2), 0.2),
+        (LogNormal(mu=1.0, sigma=1.0), 0.0),
+        (LogLogistic(shape=2.0, scale=10.0), 0.0),
+        (LogLogistic(shape=1.0, scale=10.0), 0.1),  # h(t) = 1 / (scale + t)
+        (LogLogistic(shape=0.5, scale=10.0), np.inf),
+        (PIECEWISE, 0.1),
+    ],
+    ids=["exponential", "weibull-1", "weibull-2", "weibull-0.5", "gompertz", "lognormal",
+         "loglogistic-2", "loglogistic-1", "loglogistic-0.5", "piecewise"],
+)
+def test_hazard_at_time_zero_is_its_limit(hazard, limit) -> None:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_zero = hazard.hazard(np.array([0.0]))[0]
+        near_zero = hazard.hazard(np.array([1e-12]))[0]
+    assert at_zero == pytest.approx(limit)
+    if np.isfinite(limit):
+        assert near_zero == pytest.approx(limit, abs=1e-5)

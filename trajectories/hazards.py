@@ -81,7 +81,8 @@ class Weibull(_Family):
 
     def hazard(self, t):
         t = np.asarray(t, dtype=float)
-        return self.shape / self.scale * (t / self.scale) ** (self.shape - 1.0)
+        with np.errstate(divide="ignore"):
+            return self.shape / self.scale * (t / self.scale) ** (self.shape - 1.0)
 
     def cumulative_hazard(self, t):
         return (np.asarray(t, dtype=float) / self.scale) ** self.shape
@@ -130,8 +131,8 @@ class LogNormal(_Family):
     def hazard(self, t):
         t = np.asarray(t, dtype=float)
         z = self._z(t)
-        density = np.exp(-0.5 * z**2) / (np.sqrt(2 * np.pi) * self.sigma * t)
         with np.errstate(invalid="ignore", divide="ignore"):
+            density = np.exp(-0.5 * z**2) / (np.sqrt(2 * np.pi) * self.sigma * t)
             return np.where(t > 0, density / ndtr(-z), 0.0)
 
     def cumulative_hazard(self, t):
@@ -150,9 +151,9 @@ class LogLogistic(_Family):
     shape: Positive
 
     def hazard(self, t):
-        x = (np.asarray(t, dtype=float) / self.scale) ** self.shape
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(x > 0, self.shape * x / (np.asarray(t, dtype=float) * (1 + x)), 0.0)
+        ratio = np.asarray(t, dtype=float) / self.scale
+        with np.errstate(divide="ignore"):
+            return self.shape / self.scale * ratio ** (self.shape - 1.0) / (1.0 + ratio**self.shape)
 
     def cumulative_hazard(self, t):
         return np.log1p((np.asarray(t, dtype=float) / self.scale) ** self.shape)

@@ -92,7 +92,7 @@ class NormalCovariate(_Strict):
 
 
 class UniformCovariate(_Strict):
-    """A numeric covariate drawn uniformly on [low, high]."""
+    """A numeric covariate drawn uniformly on [low, high]; a site's case-mix shift moves both."""
 
     kind: Literal["uniform"] = "uniform"
     low: float
@@ -395,6 +395,10 @@ class Scenario(_Strict):
                 )
             for name, shift in site.case_mix.items():
                 covariate = self.covariates.get(name)
+                if (name == "age" and isinstance(covariate, UniformCovariate)
+                        and isinstance(shift, float) and covariate.low + shift < 0):
+                    problems.append(f"{where}: case_mix shifts uniform 'age' below 0 "
+                                    f"(low {covariate.low} + shift {shift})")
                 if covariate is None:
                     problems.append(f"{where}: case_mix names unknown covariate {name!r}")
                 elif isinstance(covariate, CategoricalCovariate):

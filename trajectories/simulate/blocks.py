@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from trajectories.errors import TrajectoriesError
+
 DEFAULT_BLOCK_SIZE = 100_000
 
 
@@ -21,7 +23,10 @@ def block_bounds(block: int, n: int, block_size: int) -> tuple[int, int]:
     """Global person indices [start, stop) of ``block``."""
     start = block * block_size
     if not 0 <= start < n:
-        raise IndexError(f"block {block} is outside a cohort of {n} persons")
+        raise TrajectoriesError(
+            f"block {block} is outside a cohort of {n} persons "
+            f"({block_count(n, block_size)} blocks of {block_size})"
+        )
     return start, min(start + block_size, n)
 
 
