@@ -103,6 +103,146 @@ def describe(
     print_frame(summary.codes, "Events per code")
 
 
+export_app = typer.Typer(help="Export a cohort to other formats.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("omop")
+def export_omop(
+    cohort_dir: Annotated[Path, typer.Argument(help="A cohort directory.")],
+    duckdb_file: Annotated[
+        Path | None, typer.Option("--duckdb", help="Write one embedded DuckDB file.")
+    ] = None,
+    parquet_dir: Annotated[
+        Path | None, typer.Option("--parquet", help="Write one Parquet file per CDM table.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    block_size: Annotated[
+        int, typer.Option(help="Persons whose tables are built in memory at once.")
+    ] = 50_000,
+) -> None:
+    """Export a cohort as OMOP CDM v5.4 tables (DuckDB or Parquet)."""
+    from trajectories.cohort import Cohort
+    from trajectories.io.omop import write_duckdb, write_parquet
+
+    if (duckdb_file is None) == (parquet_dir is None):
+        raise TrajectoriesError("export omop: give exactly one of --duckdb FILE or --parquet DIR")
+    cohort = Cohort.read(cohort_dir)
+    if duckdb_file is not None:
+        counts = write_duckdb(cohort, duckdb_file, block_size=block_size, overwrite=overwrite)
+        target = duckdb_file
+    else:
+        counts = write_parquet(cohort, parquet_dir, block_size=block_size, overwrite=overwrite)
+        target = parquet_dir
+    print_frame(pl.DataFrame({"table": list(counts), "rows": list(counts.values())}),
+                f"OMOP CDM v5.4 tables written to {target}")
+
+
+@app.command("check-omop")
+def check_omop(
+    duckdb_file: Annotated[
+        Path | None, typer.Option("--duckdb", help="An OMOP CDM DuckDB database file.")
+    ] = None,
+    parquet_dir: Annotated[
+        Path | None, typer.Option("--parquet", help="A folder of <table>.parquet files.")
+    ] = None,
+    thresholds: Annotated[
+        str, typer.Option(help="'strict' (no failing row allowed) or 'dqd' (OHDSI DQD's "
+                          "default percentages).")
+    ] = "strict",
+    show_all: Annotated[bool, typer.Option("--all", help="List passing checks too.")] = False,
+) -> None:
+    """Run the conformance and data-quality checks on an OMOP database; exit 1 on failures."""
+    from trajectories.io.omop import check_omop_duckdb, check_omop_parquet, failures
+
+    if (duckdb_file is None) == (parquet_dir is None):
+        raise TrajectoriesError("check-omop: give exactly one of --duckdb FILE or --parquet DIR")
+    if thresholds not in ("strict", "dqd"):
+        raise TrajectoriesError(f"check-omop: --thresholds must be strict or dqd, got "
+                                f"{thresholds!r}")
+    results = (check_omop_duckdb(duckdb_file, thresholds=thresholds) if duckdb_file
+               else check_omop_parquet(parquet_dir, thresholds=thresholds))
+    failed = failures(results)
+    for result in results if show_all else failed:
+        out.print(result.describe(), highlight=False)
+    out.print(f"{len(results) - len(failed)} checks passed, {len(failed)} failed")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def validate(
+    synthetic: Annotated[Path, typer.Argument(help="The synthetic cohort directory.")],
+    reference: Annotated[
+        Path, typer.Option(help="A reference cohort directory, or a published-figures TOML.")
+    ],
+    report: Annotated[Path, typer.Option(help="Directory for report.json and report.html.")],
+    endpoints: Annotated[
+        Path | None, typer.Option(help="TOML file with [[endpoints]] (default: overall and "
+                                  "event-free survival from the states).")
+    ] = None,
+    thresholds: Annotated[
+        Path | None, typer.Option(help="TOML file with a [thresholds] table (see README).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstraps and subsamples.")] = 0,
+) -> None:
+    """Compare SYNTHETIC with a reference; exit 0 if every check passes, 1 if any fails."""
+    from trajectories.cohort import Cohort
+    from validation import compare, load_thresholds, write_html
+    from validation.endpoints import load_endpoints
+    from validation.published import is_published_figures, load_published
+
+    reference_data = (
+        load_published(reference) if is_published_figures(reference) else Cohort.read(reference)
+    )
+    result = compare(
+        Cohort.read(synthetic, check=False),
+        reference_data,
+        endpoints=load_endpoints(endpoints) if endpoints else None,
+        thresholds=load_thresholds(thresholds) if thresholds else None,
+        seed=seed,
+    )
+    report.mkdir(parents=True, exist_ok=True)
+    result.write_json(report / "report.json")
+    write_html(result, report / "report.html")
+    _print_verdicts(result)
+    out.print(f"report written to {report / 'report.html'} and {report / 'report.json'}")
+    raise typer.Exit(0 if result.passed else 1)
+
+
+def _print_verdicts(result) -> None:
+    counts = result.counts()
+    out.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['info']} shown")
+    for check in result.failures:
+        where = f" [{check.site}]" if check.site else ""
+        out.print(f"  [red]FAIL[/] {check.group}: {check.name} - {check.subject}{where}: "
+                  f"metric {check.metric!r}, {check.rule}", highlight=False)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for every demo output.")] = (
+        Path("demo-output")
+    ),
+    n: Annotated[int, typer.Option(help="Synthetic persons to simulate.")] = 20_000,
+    reference_n: Annotated[
+        int, typer.Option(help="Persons of the independent stand-in reference cohort.")
+    ] = 4_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
+    overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out directory.")] = False,
+) -> None:
+    """Run the whole job on the built-in oncology scenario: simulate, validate, export, report."""
+    from trajectories.demo import run_demo
+
+    result = run_demo(out_dir, n=n, reference_n=reference_n, seed=seed, overwrite=overwrite)
+    out.print(f"synthetic cohort: {result.synthetic}")
+    out.print(f"reference cohort (independent simulation standing in for real data): "
+              f"{result.reference}")
+    counts = result.counts
+    out.print(f"validation: {counts['pass']} passed, {counts['fail']} failed, "
+              f"{counts['info']} shown -> {result.report_html}")
+    out.print(f"OMOP CDM v5.4 DuckDB export: {result.duckdb}")
+
+
 def main() -> None:
     """Entry point: run the CLI; user errors print one clear message and exit 2."""
     progress.enable(sys.stderr.isatty())

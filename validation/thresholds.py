@@ -1,7 +1,9 @@
 """Pass/fail thresholds of the validation checks, with documented defaults, loadable from TOML.
 
 A thresholds file holds a ``[thresholds]`` table (or the keys at top level) with any of the
-fields below; unknown keys are an error naming the file.
+fields below; unknown keys are an error naming the file. ``max_*`` values are practical
+margins: each magnitude check allows its margin plus ``z(alpha / m)`` standard errors of
+sampling noise (see :mod:`validation.compare`), so small samples are not failed for noise.
 """
 
 from __future__ import annotations
@@ -35,16 +37,21 @@ class Thresholds(BaseModel):
         description="RMST horizon; default: the reference's 90th percentile of follow-up",
     )
     max_total_variation: float = Field(
-        0.10, gt=0, le=1, description="largest jump-chain total variation distance per origin"
+        0.10, gt=0, le=1,
+        description="jump-chain total variation margin per origin (plus sampling allowance)",
     )
     max_occupation_difference: float = Field(
-        0.05, gt=0, le=1, description="largest state-occupation probability difference"
+        0.05, gt=0, le=1,
+        description="state-occupation probability difference margin (plus sampling allowance)",
     )
     max_sojourn_median_ratio: float = Field(
-        1.25, gt=1, description="synthetic/reference median sojourn must lie in [1/r, r]"
+        1.25, gt=1,
+        description="median sojourn ratio margin: |log ratio| <= log r (plus sampling allowance)",
     )
     max_concordance_gap: float = Field(
-        0.05, ge=0, description="train-synthetic-test-real C-index may trail the real one by"
+        0.05, ge=0,
+        description="how far the train-synthetic-test-real C-index may trail the reference's "
+        "cross-validated one (plus sampling allowance)",
     )
     min_site_persons: int = Field(
         30, ge=1, description="sites with fewer reference persons are shown, not judged"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -258,6 +258,11 @@ class Scenario(_Strict):
     concepts: dict[str, ConceptMapping] = Field(
         default_factory=dict, description="event code (e.g. 'state:relapse') -> OMOP concept"
     )
+    endpoints: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="[[endpoints]] tables for validation (read by validation.endpoints); "
+        "checked here only for the states they name",
+    )
 
     @field_validator("covariates", mode="after")
     @classmethod
@@ -281,6 +286,7 @@ class Scenario(_Strict):
             + self._site_problems()
             + self._process_problems()
             + self._concept_problems()
+            + self._endpoint_problems()
         )
         if problems:
             raise ValueError("; ".join(problems))
@@ -465,6 +471,20 @@ class Scenario(_Strict):
             for code in self.concepts
             if code not in codes
         ]
+
+    def _endpoint_problems(self) -> list[str]:
+        problems = []
+        for i, endpoint in enumerate(self.endpoints):
+            named = list(endpoint.get("events", [])) + list(endpoint.get("competing", []))
+            origin = endpoint.get("origin", "index")
+            named += [] if origin == "index" else [origin]
+            for state in named:
+                if state not in self.state_names:
+                    problems.append(
+                        f"endpoints[{i}] ({endpoint.get('name', '?')}): unknown state "
+                        f"{state!r}; expected one of {self.state_names}"
+                    )
+        return problems
 
     # -- conveniences --------------------------------------------------------------------------
 

@@ -1,0 +1,438 @@
+"""compare(): run every check of a synthetic cohort against a reference and collect a Report.
+
+Every judged statistical check shares one family-wise error rate: each is judged at level
+``alpha / m`` for the ``m`` such checks of the report (Bonferroni), so two cohorts drawn from
+one scenario pass as a whole with probability at least 1 - alpha. Hypothesis tests (log-rank,
+Kaplan-Meier distance, RMST and landmark differences, hazard-ratio differences, jump-chain
+G-tests, sojourn KS tests) compare their p-value with that level; magnitude checks (jump-chain
+total variation, median sojourn ratio, state occupation, C-index gap) allow a practical margin
+from :class:`Thresholds` plus ``z(alpha / m)`` standard errors of sampling noise, so the
+threshold grows as the samples shrink instead of being a fixed constant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from trajectories.cohort import Cohort
+from validation import distributions, integrity, survival, transitions
+from validation.endpoints import Endpoint, default_endpoints, endpoint_times
+from validation.published import PublishedFigures
+from validation.report import Check, Report, info, judge, plots
+from validation.thresholds import Thresholds
+from validation.utility import train_synthetic_test_real
+
+DISTANCE_GRID = 400
+"""Kaplan-Meier distances are tested on times coarsened to this many pooled event quantiles,
+which keeps the bootstrap cheap at any cohort size (the same grid serves both curves)."""
+
+
+@dataclass
+class _Pending:
+    """A hypothesis test waiting for the report's per-test level."""
+
+    group: str
+    name: str
+    subject: str
+    site: str | None
+    p_value: float | None = None
+    distance: tuple[float, Callable[[float, int], float]] | None = None
+    margin: tuple[float, float, float] | None = None  # metric, practical margin, standard error
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Collector:
+    checks: list[Check] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, alpha: float) -> float:
+        """Judge the pending tests at alpha / m; returns that per-test level."""
+        level = alpha / max(len(self.pending), 1)
+        z = float(stats.norm.isf(level / 2))
+        for test in self.pending:
+            if test.margin is not None:
+                metric, margin, se = test.margin
+                self.checks.append(judge(
+                    test.group, test.name, test.subject, metric, margin + z * se,
+                    site=test.site,
+                    rule=f"<= margin {margin:g} + {z:.2f} x standard error {se:.3g}",
+                    details={**test.details, "margin": margin, "standard_error": se}))
+            elif test.distance is not None:
+                observed, threshold_at = test.distance
+                n_boot = max(400, math.ceil(4 / level))
+                limit = threshold_at(level, n_boot)
+                self.checks.append(judge(
+                    test.group, test.name, test.subject, observed, limit, site=test.site,
+                    rule=f"sup |S_syn - S_ref| <= bootstrap critical value at level {level:.2g}",
+                    details={**test.details, "n_boot": n_boot},
+                ))
+            else:
+                self.checks.append(judge(
+                    test.group, test.name, test.subject, test.p_value, level,
+                    higher_is_worse=False, site=test.site,
+                    rule=f"p-value >= {level:.2g} (alpha {alpha} / {len(self.pending)} tests)",
+                    details=test.details,
+                ))
+        return level
+
+
+def _z_test_p(difference: float, se_a: float, se_b: float) -> float:
+    se = math.hypot(se_a, se_b)
+    if not math.isfinite(difference):
+        return 0.0
+    if se == 0:
+        return 1.0 if difference == 0 else 0.0
+    return float(2 * stats.norm.sf(abs(difference) / se))
+
+
+def _subset(cohort: Cohort, site: str | None) -> Cohort:
+    if site is None:
+        return cohort
+    persons = cohort.persons.filter(pl.col("site") == site)
+    events = cohort.events.join(persons.select("person_id"), on="person_id", how="semi")
+    return Cohort(persons, events, cohort.manifest, check=False)
+
+
+def _thin(curve: pl.DataFrame, points: int = 1500) -> pl.DataFrame:
+    if curve.height <= points:
+        return curve
+    rows = np.unique(np.linspace(0, curve.height - 1, points).astype(int))
+    return curve[rows]
+
+
+def _coarsen(times: pl.Series, grid: np.ndarray) -> pl.Series:
+    """Each time moved up to the next grid point (the grid's last point is +inf)."""
+    return pl.Series(grid[np.searchsorted(grid, times.to_numpy(), side="left")])
+
+
+def death_states(cohort: Cohort) -> list[str]:
+    """States in which persons whose exit is death end their path."""
+    last = (
+        cohort.events.filter(pl.col("code").str.starts_with("state:"))
+        .group_by("person_id").agg(pl.col("code").last())
+        .join(cohort.persons.filter(pl.col("exit") == "death").select("person_id"),
+              on="person_id", how="semi")
+    )
+    return sorted(last.get_column("code").str.strip_prefix("state:").unique().to_list())
+
+
+def _state_names(*cohorts: Cohort) -> list[str]:
+    names: list[str] = []
+    for cohort in cohorts:
+        codes = cohort.events.filter(pl.col("code").str.starts_with("state:")).get_column("code")
+        for name in codes.unique(maintain_order=True).str.strip_prefix("state:").to_list():
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _judged_sites(synthetic: Cohort, reference: Cohort, minimum: int) -> list[str]:
+    ref_counts = reference.persons.group_by("site").len()
+    large = set(ref_counts.filter(pl.col("len") >= minimum).get_column("site").to_list())
+    shared = large & set(synthetic.persons.get_column("site").unique().to_list())
+    return sorted(shared) if len(shared) > 1 else []
+
+
+def _shared_covariates(synthetic: Cohort, reference: Cohort, frame: pl.DataFrame) -> list[str]:
+    names = [c for c in reference.covariates if c in synthetic.covariates]
+    if frame.get_column("site").n_unique() > 1:
+        names.append("site")
+    return [c for c in names if frame.get_column(c).n_unique() > 1
+            and frame.get_column(c).null_count() == 0]
+
+
+# -- survival ------------------------------------------------------------------------------------
+
+
+def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn: pl.DataFrame,
+                     ref: pl.DataFrame, horizon: float, th: Thresholds, rng) -> dict:
+    subject = endpoint.name
+    if endpoint.competing:
+        curves = {
+            label: survival.aalen_johansen(f["time"], f["status"], cause=1)
+            for label, f in (("synthetic", syn), ("reference", ref))
+        }
+        for t in th.landmark_days:
+            if t > horizon:
+                continue
+            a, b = (survival.survival_at(curves[k], t) for k in ("synthetic", "reference"))
+            col.pending.append(_Pending(
+                "survival", f"cumulative incidence at {t:g} d", subject, site,
+                p_value=_z_test_p(a["value"] - b["value"], a["std_error"], b["std_error"]),
+                details={"synthetic": a, "reference": b}))
+        gap = survival.max_vertical_distance(curves["synthetic"], curves["reference"], horizon)
+        col.checks.append(info("survival", "max cumulative incidence difference", subject, gap,
+                               site=site))
+        return {k: _thin(v).rename({"cumulative_incidence": "value"}) for k, v in curves.items()}
+
+    syn_event, ref_event = (f["status"] == 1 for f in (syn, ref))
+    curves = {"synthetic": survival.kaplan_meier(syn["time"], syn_event),
+              "reference": survival.kaplan_meier(ref["time"], ref_event)}
+    pooled_events = pl.concat([syn["time"].filter(syn_event), ref["time"].filter(ref_event)])
+    grid = np.unique(np.append(np.quantile(pooled_events.to_numpy(), np.linspace(0, 1,
+                                                                              DISTANCE_GRID)),
+                               np.inf)) if pooled_events.len() else np.array([np.inf])
+    coarse_syn, coarse_ref = _coarsen(syn["time"], grid), _coarsen(ref["time"], grid)
+    coarse_distance = survival.max_vertical_distance(
+        survival.kaplan_meier(coarse_syn, syn_event), survival.kaplan_meier(coarse_ref, ref_event),
+        horizon)
+    seed = int(rng.integers(2**31))
+
+    def threshold_at(level: float, n_boot: int) -> float:
+        return survival.distance_threshold(
+            coarse_syn, syn_event, coarse_ref, ref_event, alpha=level, n_boot=n_boot,
+            rng=np.random.default_rng(seed), horizon=horizon)
+
+    col.pending.append(_Pending(
+        "survival", "Kaplan-Meier max distance", subject, site,
+        distance=(coarse_distance, threshold_at),
+        details={"exact_distance": survival.max_vertical_distance(
+            curves["synthetic"], curves["reference"], horizon), "horizon_days": horizon,
+            "grid_points": int(grid.size)}))
+    statistic, p = survival.logrank(syn["time"], syn_event, ref["time"], ref_event)
+    col.pending.append(_Pending("survival", "log-rank", subject, site, p_value=p,
+                                details={"chi_square": statistic}))
+    (rmst_s, se_s), (rmst_r, se_r) = (survival.rmst(curves[k], horizon)
+                                      for k in ("synthetic", "reference"))
+    col.pending.append(_Pending(
+        "survival", f"RMST difference at {horizon:.0f} d", subject, site,
+        p_value=_z_test_p(rmst_s - rmst_r, se_s, se_r),
+        details={"rmst_synthetic": rmst_s, "rmst_reference": rmst_r,
+                 "difference_days": rmst_s - rmst_r, "std_error": math.hypot(se_s, se_r)}))
+    for t in th.landmark_days:
+        if t > horizon:
+            continue
+        a, b = (survival.survival_at(curves[k], t) for k in ("synthetic", "reference"))
+        col.pending.append(_Pending(
+            "survival", f"survival at {t:g} d", subject, site,
+            p_value=_z_test_p(a["value"] - b["value"], a["std_error"], b["std_error"]),
+            details={"synthetic": a, "reference": b}))
+    medians = {k: survival.median_survival(v) for k, v in curves.items()}
+    col.checks.append(info("survival", "median (days)", subject,
+                           medians["synthetic"]["median"], site=site, details=medians))
+    return {k: _thin(v).rename({"survival": "value"}) for k, v in curves.items()}
+
+
+def _hazard_ratio_checks(col: _Collector, endpoint: Endpoint, syn: pl.DataFrame,
+                         ref: pl.DataFrame, covariates: list[str]) -> None:
+    if not covariates:
+        return
+    fits = {}
+    for label, frame in (("synthetic", syn), ("reference", ref)):
+        fits[label] = survival.cox_hazard_ratios(frame, "time", "status", covariates)
+    table = fits["synthetic"].join(fits["reference"], on="covariate", suffix="_reference")
+    for row in table.iter_rows(named=True):
+        col.pending.append(_Pending(
+            "hazard ratios", f"log HR {row['covariate']}", endpoint.name, None,
+            p_value=_z_test_p(row["log_hr"] - row["log_hr_reference"], row["std_error"],
+                              row["std_error_reference"]),
+            details={"hazard_ratio_synthetic": row["hazard_ratio"],
+                     "hazard_ratio_reference": row["hazard_ratio_reference"],
+                     "reference_interval": [row["lower_reference"], row["upper_reference"]],
+                     "synthetic_interval": [row["lower"], row["upper"]]}))
+
+
+def _utility_checks(col: _Collector, endpoint: Endpoint, syn, ref, covariates, th, seed) -> None:
+    if not covariates or ref.height < 50 or int((ref["status"] == 1).sum()) < 10:
+        return
+    result = train_synthetic_test_real(syn, ref, covariates, seed=seed)
+    se = result["reference_cv_sd"] / math.sqrt(result["folds"])
+    col.pending.append(_Pending(
+        "utility", "train synthetic, test real: C-index gap", endpoint.name, None,
+        margin=(result["gap"], th.max_concordance_gap, se), details=result))
+
+
+# -- transitions --------------------------------------------------------------------------------
+
+
+def _transition_checks(col: _Collector, syn: Cohort, ref: Cohort, site: str | None,
+                       allowed: set[tuple[str, str]] | None, absorbing: set[str],
+                       horizon: float, th: Thresholds, states: list[str]) -> dict:
+    counts = {"synthetic": transitions.transition_counts(syn),
+              "reference": transitions.transition_counts(ref)}
+    allowed = allowed if allowed is not None else transitions.observed_transitions(
+        counts["reference"])
+    forbidden = transitions.forbidden_transitions(syn, allowed)
+    col.checks.append(judge(
+        "transitions", "forbidden transitions", "all moves", float(forbidden["count"].sum()), 0.0,
+        site=site, rule="moves never allowed (or never seen in the reference) must number 0",
+        details={"moves": forbidden.to_dicts()}))
+    for row in transitions.compare_jump_chains(counts["synthetic"],
+                                               counts["reference"]).iter_rows(named=True):
+        origin = f"from {row['from_state']}"
+        if row["p_value"] is None:
+            col.checks.append(info("transitions", "jump chain", origin, None, site=site,
+                                   details=row))
+            continue
+        col.pending.append(_Pending("transitions", "jump chain G-test", origin, site,
+                                    p_value=row["p_value"], details=row))
+        # Noise in total variation: at most sqrt(k - 1) / 2 times the SE of one proportion.
+        se = 0.5 * math.sqrt(max(row["dof"], 1) * (1 / row["n_synthetic"]
+                                                   + 1 / row["n_reference"]))
+        col.pending.append(_Pending(
+            "transitions", "jump chain total variation", origin, site,
+            margin=(row["total_variation"], th.max_total_variation, se), details=row))
+    sojourns = {"synthetic": transitions.sojourn_times(syn, absorbing),
+                "reference": transitions.sojourn_times(ref, absorbing)}
+    for row in transitions.compare_sojourns(sojourns["synthetic"],
+                                            sojourns["reference"]).iter_rows(named=True):
+        subject = f"sojourn in {row['state']}"
+        ratio = (row["median_synthetic"] / row["median_reference"]
+                 if row["median_synthetic"] and row["median_reference"] else None)
+        if ratio is not None and math.isfinite(ratio) and row["completed_synthetic"] and (
+                row["completed_reference"]):
+            # log median ~ 1/sqrt(events) for exponential-like stays.
+            se = math.sqrt(1 / row["completed_synthetic"] + 1 / row["completed_reference"])
+            col.pending.append(_Pending(
+                "transitions", "median sojourn |log ratio|", subject, site,
+                margin=(abs(math.log(ratio)), math.log(th.max_sojourn_median_ratio), se),
+                details={**row, "ratio": ratio}))
+        if row["ks_p_value"] is not None:
+            col.pending.append(_Pending("transitions", "sojourn KS test", subject, site,
+                                        p_value=row["ks_p_value"], details=row))
+    grid = np.linspace(0, horizon, 61)
+    occupation = {k: transitions.state_occupation(c, grid)
+                  for k, c in (("synthetic", syn), ("reference", ref))}
+    # A proportion's SE is at most 1 / (2 sqrt(n)), n = persons still informative at horizon.
+    informative = [_informative_persons(c, horizon) for c in (syn, ref)]
+    se = 0.5 * math.sqrt(sum(1 / max(n, 1) for n in informative))
+    col.pending.append(_Pending(
+        "transitions", "state occupation max difference", "all states", site,
+        margin=(transitions.occupation_difference(occupation["synthetic"],
+                                                  occupation["reference"]),
+                th.max_occupation_difference, se),
+        details={"grid_points": grid.size, "informative_persons": informative}))
+    return {"counts": counts, "sojourns": sojourns, "occupation": occupation}
+
+
+def _informative_persons(cohort: Cohort, horizon: float) -> int:
+    """Persons followed to ``horizon`` or absorbed before it: those whose state is known."""
+    persons = cohort.persons
+    return int(((persons["followup_end"] >= horizon)
+                | persons["exit"].is_in(list(transitions.ABSORBED_EXITS))).sum())
+
+
+def _distribution_info(col: _Collector, syn: Cohort, ref: Cohort) -> None:
+    per_person = distributions.compare_samples(
+        distributions.events_per_person(syn)["n_events"],
+        distributions.events_per_person(ref)["n_events"])
+    col.checks.append(info("distributions", "events per person (mean)", "all events",
+                           per_person["mean_a"], details=per_person))
+    gap = distributions.compare_samples(distributions.gaps(syn)["gap"],
+                                        distributions.gaps(ref)["gap"])
+    col.checks.append(info("distributions", "days between events (median)", "all events",
+                           gap["median_a"], details=gap))
+    rates = distributions.visit_rates(syn).join(
+        distributions.visit_rates(ref), on=["code", "state"], how="full", suffix="_reference",
+        coalesce=True)
+    for row in rates.iter_rows(named=True):
+        col.checks.append(info("distributions", "visits per person-year",
+                               f"{row['code']} in {row['state']}", row["rate"], details=row))
+    measures = distributions.measurement_summary(syn).join(
+        distributions.measurement_summary(ref), on=["code", "state"], how="full",
+        suffix="_reference", coalesce=True)
+    for row in measures.iter_rows(named=True):
+        col.checks.append(info("distributions", "measurement mean",
+                               f"{row['code']} in {row['state']}", row["mean"], details=row))
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def compare(
+    synthetic: Cohort,
+    reference: Cohort | PublishedFigures,
+    *,
+    endpoints: Iterable[Endpoint] | None = None,
+    thresholds: Thresholds | None = None,
+    allowed_transitions: set[tuple[str, str]] | None = None,
+    seed: int = 0,
+    figures: bool = True,
+) -> Report:
+    """Compare a synthetic cohort with a reference cohort (or published figures).
+
+    ``endpoints`` default to overall survival and event-free survival derived from the states;
+    ``allowed_transitions`` default to the moves seen in the reference.
+    """
+    th = thresholds or Thresholds()
+    if isinstance(reference, PublishedFigures):
+        from validation.published_checks import compare_published
+
+        return compare_published(synthetic, reference, thresholds=th, seed=seed,
+                                 figures=figures)
+    rng = np.random.default_rng(seed)
+    col = _Collector()
+    states = _state_names(reference, synthetic)
+    absorbing = transitions.infer_absorbing_states(reference)
+    context = {
+        "synthetic": f"{synthetic.n_persons:,} persons ({synthetic.manifest.generator}, "
+                     f"scenario {synthetic.manifest.scenario_name}, seed "
+                     f"{synthetic.manifest.seed})",
+        "reference": f"{reference.n_persons:,} persons ({reference.manifest.generator})",
+    }
+
+    for result in integrity.check_integrity(synthetic, absorbing_states=absorbing):
+        col.checks.append(judge("integrity", result.name, "synthetic", float(result.n_persons),
+                                0.0, rule=result.description, details=result.to_dict()))
+    if any(c.failed for c in col.checks):
+        context["note"] = "statistical checks skipped: the synthetic cohort fails integrity"
+        return Report(col.checks, {}, context)
+
+    endpoints = list(endpoints) if endpoints is not None else default_endpoints(
+        [s for s in states if s not in absorbing] + sorted(absorbing), death_states(reference))
+    horizon = th.rmst_horizon_days or float(reference.persons["followup_end"].quantile(0.9))
+    sites = _judged_sites(synthetic, reference, th.min_site_persons)
+    context |= {"endpoints": ", ".join(e.name for e in endpoints),
+                "sites judged separately": ", ".join(sites) or "none (pooled only)",
+                "horizon (days)": f"{horizon:.0f}"}
+
+    for endpoint in endpoints:
+        syn_all, ref_all = endpoint_times(synthetic, endpoint), endpoint_times(reference, endpoint)
+        panels = {}
+        for site in [None, *sites]:
+            syn_frame = syn_all if site is None else syn_all.filter(pl.col("site") == site)
+            ref_frame = ref_all if site is None else ref_all.filter(pl.col("site") == site)
+            if syn_frame.is_empty() or ref_frame.is_empty():
+                continue
+            panels[f"{endpoint.name}: {site or 'pooled'}"] = _survival_checks(
+                col, endpoint, site, syn_frame, ref_frame, horizon, th, rng)
+        covariates = _shared_covariates(synthetic, reference, ref_all)
+        if not endpoint.competing:
+            _hazard_ratio_checks(col, endpoint, syn_all, ref_all, covariates)
+        if figures and panels:
+            label = "cumulative incidence" if endpoint.competing else "survival"
+            col.figures[f"{endpoint.name}: {label}, synthetic vs reference"] = plots.step_curves(
+                panels, "value", label)
+    main = next((e for e in endpoints if not e.competing), None)
+    if main is not None:
+        ref_main = endpoint_times(reference, main)
+        _utility_checks(col, main, endpoint_times(synthetic, main), ref_main,
+                        _shared_covariates(synthetic, reference, ref_main), th, seed)
+
+    pooled = None
+    for site in [None, *sites]:
+        result = _transition_checks(col, _subset(synthetic, site), _subset(reference, site),
+                                    site, allowed_transitions, absorbing, horizon, th, states)
+        if site is None:
+            pooled = result
+    _distribution_info(col, synthetic, reference)
+    level = col.resolve(th.alpha)
+    context |= {"tests sharing alpha": f"{len(col.pending)} (each at {level:.2g})"}
+
+    if figures and pooled is not None:
+        transient = [s for s in states if s not in absorbing]
+        col.figures["Jump chain: synthetic vs reference"] = plots.transition_heatmaps(
+            {k: transitions.jump_chain(v) for k, v in pooled["counts"].items()}, states)
+        col.figures["Sojourn times (completed stays)"] = plots.sojourn_histograms(
+            {k: v.filter(pl.col("completed")) for k, v in pooled["sojourns"].items()}, transient)
+        col.figures["State occupation probabilities"] = plots.occupation_curves(
+            pooled["occupation"], states)
+    return Report(col.checks, col.figures, context)

@@ -1,0 +1,99 @@
+"""Checks of a synthetic cohort against published figures: each estimate in its interval."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from trajectories.cohort import Cohort
+from validation import survival, transitions
+from validation.endpoints import default_endpoints, endpoint_times
+from validation.published import (
+    HazardRatioFigure,
+    LandmarkFigure,
+    MedianFigure,
+    PublishedFigures,
+    TransitionFigure,
+)
+from validation.report import Report, plots, within
+from validation.thresholds import Thresholds
+
+
+def _restrict(frame: pl.DataFrame, figure) -> pl.DataFrame:
+    if figure.site is not None:
+        frame = frame.filter(pl.col("site") == figure.site)
+    for name, level in figure.group.items():
+        frame = frame.filter(pl.col(name).cast(pl.String) == level)
+    return frame
+
+
+def _subject(figure) -> str:
+    where = [f"site {figure.site}"] if figure.site else []
+    where += [f"{k}={v}" for k, v in figure.group.items()]
+    name = getattr(figure, "endpoint", None) or f"{figure.from_state}->{figure.to_state}"
+    return name + (f" ({', '.join(where)})" if where else "")
+
+
+def compare_published(
+    synthetic: Cohort, published: PublishedFigures, *, thresholds: Thresholds | None = None,
+    seed: int = 0, figures: bool = True,
+) -> Report:
+    """One check per published figure: the synthetic estimate must fall in its interval."""
+    unit = published.days_per_unit
+    states = synthetic.events.filter(pl.col("code").str.starts_with("state:"))["code"]
+    state_names = states.unique(maintain_order=True).str.strip_prefix("state:").to_list()
+    from validation.compare import death_states
+
+    endpoints = {e.name: e for e in (published.endpoints or default_endpoints(
+        state_names, death_states(synthetic)))}
+    frames = {name: endpoint_times(synthetic, e) for name, e in endpoints.items()}
+    chain = transitions.jump_chain(transitions.transition_counts(synthetic))
+    checks, panels = [], {}
+    for figure in published.figures:
+        subject = _subject(figure)
+        details = {"published": [figure.lower, figure.value, figure.upper],
+                   "label": figure.label, "source": published.source}
+        if isinstance(figure, TransitionFigure):
+            row = chain.filter((pl.col("from_state") == figure.from_state)
+                               & (pl.col("to_state") == figure.to_state))
+            estimate = float(row["probability"][0]) if row.height else 0.0
+            checks.append(within("published", "transition probability", subject, estimate,
+                                 figure.lower, figure.upper, details=details))
+            continue
+        frame = _restrict(frames[figure.endpoint], figure)
+        endpoint = endpoints[figure.endpoint]
+        if isinstance(figure, HazardRatioFigure):
+            fitted = survival.cox_hazard_ratios(
+                frame, "time", "status", [figure.covariate],
+                reference_levels=(
+                    {figure.covariate: figure.reference_level} if figure.reference_level
+                    else {}), seed=seed)
+            name = figure.covariate + (f"[{figure.level}]" if figure.level else "")
+            row = fitted.filter(pl.col("covariate") == name)
+            estimate = float(row["hazard_ratio"][0]) if row.height else float("nan")
+            checks.append(within("published", f"hazard ratio {name}", subject, estimate,
+                                 figure.lower, figure.upper, details=details))
+            continue
+        if endpoint.competing:
+            curve = survival.aalen_johansen(frame["time"], frame["status"], cause=1)
+        else:
+            curve = survival.kaplan_meier(frame["time"], frame["status"] == 1)
+        if isinstance(figure, MedianFigure):
+            estimate = survival.median_survival(curve)["median"] / unit
+            checks.append(within("published", "median", subject, estimate, figure.lower,
+                                 figure.upper, details={**details, "unit": published.time_unit}))
+        elif isinstance(figure, LandmarkFigure):
+            estimate = survival.survival_at(curve, figure.time * unit)["value"]
+            checks.append(within("published", f"{figure.kind} {figure.time:g} "
+                                 f"{published.time_unit}", subject, estimate, figure.lower,
+                                 figure.upper, details=details))
+            if figures:
+                key = f"{figure.endpoint}: {subject}"
+                column = "survival" if "survival" in curve.columns else "cumulative_incidence"
+                panels.setdefault(key, {"synthetic": curve.select(
+                    "time", pl.col(column).alias("value"), "lower", "upper")})
+    report = Report(checks, {}, {"synthetic": f"{synthetic.n_persons:,} persons",
+                                 "reference": f"published figures: {published.source}"})
+    if figures and panels:
+        report.figures["Synthetic curves for the published endpoints"] = plots.step_curves(
+            panels, "value", "probability")
+    return report
