@@ -51,6 +51,22 @@ def _table(checks: list[Check]) -> str:
     return f"<table>{head}{''.join(_row(c) for c in checks)}</table>"
 
 
+def _summary(checks: list[Check]) -> str:
+    groups: dict[str, dict[str, int]] = {}
+    for check in checks:
+        tally = groups.setdefault(check.group, {"pass": 0, "fail": 0, "info": 0})
+        tally[check.verdict] += 1
+    rows = "".join(
+        f"<tr><td>{html.escape(group)}</td>"
+        f"<td class='num pass'>{t['pass']}</td>"
+        f"<td class='num {'fail' if t['fail'] else ''}'>{t['fail']}</td>"
+        f"<td class='num info'>{t['info']}</td></tr>"
+        for group, t in groups.items()
+    )
+    return ("<table><tr><th>group</th><th>passed</th><th>failed</th><th>shown</th></tr>"
+            f"{rows}</table>")
+
+
 def render_html(report: Report, title: str = "Synthetic cohort validation report") -> str:
     """The report as one HTML document with its images embedded as base64 PNG."""
     counts = report.counts()
@@ -80,6 +96,7 @@ def render_html(report: Report, title: str = "Synthetic cohort validation report
 <p class="meta">{counts['pass']} passed, {counts['fail']} failed, {counts['info']} shown for
 reading.</p>
 <div class="banner {verdict}">{headline}</div>
+<h2>Summary</h2>{_summary(report.checks)}
 <h2>What was compared</h2><table>{context}</table>
 <h2>Verdicts</h2>{_table(judged)}
 <h2>Figures</h2>{figures or '<p>No figures.</p>'}

@@ -64,8 +64,8 @@ def step_curves(
 
 def transition_heatmaps(matrices: dict[str, pl.DataFrame], states: list[str]) -> str:
     """Side-by-side jump-chain matrices (from_state x to_state probability), one per label."""
-    figure, axes = plt.subplots(1, len(matrices), figsize=(4.8 * len(matrices), 4.2),
-                                squeeze=False)
+    figure, axes = plt.subplots(1, len(matrices), figsize=(6.0 * len(matrices), 5.0),
+                                squeeze=False, constrained_layout=True)
     for axis, (label, frame) in zip(axes.flat, matrices.items(), strict=True):
         grid = np.zeros((len(states), len(states)))
         index = {s: i for i, s in enumerate(states)}
