@@ -54,11 +54,12 @@ def case_engine(family: str, n: int) -> dict:
 
     plan = MarkovSimulator(scenario_from_dict(engine_scenario(family))).plan
     population = draw_population(plan, 0, n, block_rng(0, 0))
-    rng = block_rng(0, 1)
-    start = time.perf_counter()
-    paths = run_paths(plan, population.initial_state, population.censor_time,
-                      population.multipliers, rng)
-    seconds = time.perf_counter() - start
+    seconds = float("inf")
+    for _ in range(3):  # best of three: the figure is the engine's, not the machine's noise
+        start = time.perf_counter()
+        paths = run_paths(plan, population.initial_state, population.censor_time,
+                          population.multipliers, block_rng(0, 1))
+        seconds = min(seconds, time.perf_counter() - start)
     jumps = paths.jump_person.size
     return {"case": f"engine/{family}", "persons": n, "transitions": jumps, "seconds": seconds,
             "transitions_per_s": jumps / seconds, "peak_mib": peak_mib()}

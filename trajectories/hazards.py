@@ -193,24 +193,37 @@ class PiecewiseConstant(_Family):
         return np.concatenate([[0.0], np.cumsum(np.diff(self._knots) * self._rates[:-1])])
 
     def hazard(self, t):
-        j = np.searchsorted(self._knots, np.asarray(t, dtype=float), side="right") - 1
-        return self._rates[np.maximum(j, 0)]
+        return self._rates[_piece(self._knots, np.asarray(t, dtype=float))]
 
     def cumulative_hazard(self, t):
         t = np.asarray(t, dtype=float)
         knots = self._knots
-        j = np.maximum(np.searchsorted(knots, t, side="right") - 1, 0)
+        j = _piece(knots, t)
         return self._knot_cumhaz[j] + self._rates[j] * (t - knots[j])
 
     def inverse_cumulative_hazard(self, y):
         y = np.asarray(y, dtype=float)
         knot_h = self._knot_cumhaz
-        j = np.maximum(np.searchsorted(knot_h, y, side="right") - 1, 0)
+        j = _piece(knot_h, y)
         # Several knots share one H where a rate is zero; searchsorted(side="right") skips them.
         rate = self._rates[j]
         with np.errstate(divide="ignore", invalid="ignore"):
             t = self._knots[j] + (y - knot_h[j]) / rate
         return np.where(rate > 0, t, np.where(y > knot_h[j], np.inf, self._knots[j]))
+
+
+def _piece(knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index j of the last knot <= value (0 below the first), for increasing ``knots``.
+
+    With few knots, summed comparisons beat ``np.searchsorted`` several times over; ties of
+    equal knots resolve to the last of them, as ``searchsorted(side="right") - 1`` does.
+    """
+    if knots.size > 16:
+        return np.maximum(np.searchsorted(knots, values, side="right") - 1, 0)
+    j = np.zeros(values.shape, dtype=np.intp)
+    for knot in knots[1:]:
+        j += values >= knot
+    return j
 
 
 Hazard = Annotated[
