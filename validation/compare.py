@@ -33,7 +33,7 @@ COX_ROWS = 50_000
 standard error then stays well below a typical reference's, at a fraction of the time."""
 
 SAMPLE_CAP = 200_000
-"""Values per side used for the descriptive distribution comparisons (KS, Wasserstein)."""
+"""Values (and persons) per side used for the descriptive distribution comparisons."""
 
 DISTANCE_GRID = 400
 """Kaplan-Meier distances are tested on times coarsened to this many pooled event quantiles,
@@ -106,6 +106,11 @@ def _subset(cohort: Cohort, site: str | None) -> Cohort:
     persons = cohort.persons.filter(pl.col("site") == site)
     events = cohort.events.join(persons.select("person_id"), on="person_id", how="semi")
     return Cohort(persons, events, cohort.manifest, check=False)
+
+
+def _states_only(cohort: Cohort) -> Cohort:
+    events = cohort.events.filter(pl.col("code").str.starts_with("state:"))
+    return Cohort(cohort.persons, events, cohort.manifest, check=False)
 
 
 def _thin(curve: pl.DataFrame, points: int = 1500) -> pl.DataFrame:
@@ -339,7 +344,19 @@ def _capped(values: pl.Series, rng: np.random.Generator) -> pl.Series:
     return values.gather(np.sort(rng.choice(values.len(), SAMPLE_CAP, replace=False)))
 
 
+def _person_sample(cohort: Cohort, rng: np.random.Generator) -> Cohort:
+    """At most SAMPLE_CAP persons drawn at random, with their events (shown figures only)."""
+    if cohort.n_persons <= SAMPLE_CAP:
+        return cohort
+    rows = np.sort(rng.choice(cohort.n_persons, SAMPLE_CAP, replace=False))
+    persons = cohort.persons[rows]
+    events = cohort.events.join(persons.select("person_id"), on="person_id", how="semi")
+    return Cohort(persons, events, cohort.manifest, check=False)
+
+
 def _distribution_info(col: _Collector, syn: Cohort, ref: Cohort, rng) -> None:
+    syn, ref = _person_sample(syn, rng), _person_sample(ref, rng)
+
     def side_by_side(frame_of, column):
         return distributions.compare_samples(
             *(_capped(frame_of(c)[column], rng) for c in (syn, ref)))
@@ -446,8 +463,10 @@ def compare(
                         _shared_covariates(synthetic, reference, ref_main), th, seed)
 
     pooled = None
+    # Transition checks read state events only: keep just those, once, before splitting sites.
+    syn_states, ref_states = (_states_only(c) for c in (synthetic, reference))
     for site in [None, *sites]:
-        result = _transition_checks(col, _subset(synthetic, site), _subset(reference, site),
+        result = _transition_checks(col, _subset(syn_states, site), _subset(ref_states, site),
                                     site, allowed_transitions, absorbing, horizon, th, states)
         if site is None:
             pooled = result
