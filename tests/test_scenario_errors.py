@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import re
+import tomllib
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from trajectories import ScenarioError, load_scenario
+from trajectories import MarkovSimulator, ScenarioError, load_scenario
 from trajectories.scenario import scenario_from_dict
 
 VALID = {
@@ -140,3 +142,14 @@ def test_file_errors_name_the_file(tmp_path: Path):
         load_scenario(bad_rate)
     with pytest.raises(ScenarioError, match="no scenario file 'no_such_scenario'"):
         load_scenario("no_such_scenario")
+
+
+def test_the_readme_example_scenario_is_valid():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("A complete example", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    scenario = scenario_from_dict(tomllib.loads(block), source="README.md")
+    assert scenario.state_names == ["well", "ill", "dead"]
+    assert scenario.concept_map()["measurement:crp"]["unit_source_value"] == "mg/L"
+    cohort = MarkovSimulator(scenario).simulate(400, seed=1)
+    assert set(cohort.persons["site"].unique()) == {"A", "B"}
+    assert cohort.events.filter(pl.col("code") == "drug:statin").height > 0
