@@ -155,3 +155,10 @@ def test_state_spells(cohort: Cohort):
     assert set(zip(moved["state"], moved["next_state"], strict=True)) <= {
         ("well", "ill"), ("well", "dead"), ("ill", "dead")
     }
+
+
+def test_an_unchecked_broken_cohort_is_not_saved(cohort: Cohort, tmp_path):
+    broken = Cohort(cohort.persons, cohort.events.reverse(), cohort.manifest, check=False)
+    with pytest.raises(CohortSchemaError, match="events"):
+        broken.write(tmp_path / "broken")
+    assert not (tmp_path / "broken").exists()

@@ -283,7 +283,12 @@ class Cohort:
             raise CohortSchemaError(f"{directory}: {error}") from None
 
     def write(self, directory: str | Path, overwrite: bool = False) -> Path:
-        """Write the three files; a non-empty ``directory`` is refused unless ``overwrite``."""
+        """Write the three files; a non-empty ``directory`` is refused unless ``overwrite``.
+
+        The tables are checked first, so a cohort built with ``check=False`` is never saved
+        broken.
+        """
+        validate_tables(self.persons, self.events)
         directory = prepare_output_directory(directory, overwrite)
         pq.write_table(self.persons.to_arrow(), directory / PERSONS_FILE, **PARQUET_OPTIONS)
         pq.write_table(self.events.to_arrow(), directory / EVENTS_FILE, **PARQUET_OPTIONS)
