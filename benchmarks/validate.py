@@ -42,8 +42,9 @@ def main() -> None:
     counts = report.counts()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"validated {args.n:,} vs {args.reference_n:,} persons: compare {compared:.1f} s, "
-          f"with report {total:.1f} s ({cpu:.1f} s of CPU over the cores); {counts['pass']} passed, {counts['fail']} failed, "
-          f"{counts['info']} shown; peak memory {peak:,.0f} MiB (simulation included)")
+          f"with report {total:.1f} s ({cpu:.1f} s of CPU over the cores); "
+          f"{counts['pass']} passed, {counts['fail']} failed, {counts['info']} shown; "
+          f"peak memory {peak:,.0f} MiB (simulation included)")
 
 
 if __name__ == "__main__":

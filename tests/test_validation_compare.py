@@ -159,7 +159,8 @@ def test_report_files(synthetic, reference, tmp_path):
 def test_thresholds_file(tmp_path):
     good = tmp_path / "t.toml"
     good.write_text("[thresholds]\nalpha = 0.01\nlanding_days = [1]\n")
-    with pytest.raises(TrajectoriesError, match=r"invalid thresholds file .*landing_days"):
+    with pytest.raises(TrajectoriesError,
+                       match=r"invalid thresholds file .*\n  landing_days: Extra inputs"):
         load_thresholds(good)
     good.write_text("[thresholds]\nalpha = 0.01\nlandmark_days = [100.0]\n")
     assert load_thresholds(good) == Thresholds(alpha=0.01, landmark_days=[100.0])

@@ -169,6 +169,19 @@ def _shared_covariates(synthetic: Cohort, reference: Cohort, frame: pl.DataFrame
 # -- survival ------------------------------------------------------------------------------------
 
 
+def _landmark_tests(col: _Collector, curves: dict, label: str, subject: str, site: str | None,
+                    horizon: float, th: Thresholds) -> None:
+    """Curve values at the landmarks (up to the horizon): a z-test of their difference."""
+    for t in th.landmark_days:
+        if t > horizon:
+            continue
+        a, b = (survival.survival_at(curves[k], t) for k in ("synthetic", "reference"))
+        col.pending.append(_Pending(
+            "survival", f"{label} at {t:g} d", subject, site,
+            p_value=_z_test_p(a["value"] - b["value"], a["std_error"], b["std_error"]),
+            details={"synthetic": a, "reference": b}))
+
+
 def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn: pl.DataFrame,
                      ref: pl.DataFrame, horizon: float, th: Thresholds, rng) -> dict:
     subject = endpoint.name
@@ -177,14 +190,7 @@ def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn:
             label: survival.aalen_johansen(f["time"], f["status"], cause=1)
             for label, f in (("synthetic", syn), ("reference", ref))
         }
-        for t in th.landmark_days:
-            if t > horizon:
-                continue
-            a, b = (survival.survival_at(curves[k], t) for k in ("synthetic", "reference"))
-            col.pending.append(_Pending(
-                "survival", f"cumulative incidence at {t:g} d", subject, site,
-                p_value=_z_test_p(a["value"] - b["value"], a["std_error"], b["std_error"]),
-                details={"synthetic": a, "reference": b}))
+        _landmark_tests(col, curves, "cumulative incidence", subject, site, horizon, th)
         gap = survival.max_vertical_distance(curves["synthetic"], curves["reference"], horizon)
         col.checks.append(info("survival", "max cumulative incidence difference", subject, gap,
                                site=site))
@@ -224,14 +230,7 @@ def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn:
         p_value=_z_test_p(rmst_s - rmst_r, se_s, se_r),
         details={"rmst_synthetic": rmst_s, "rmst_reference": rmst_r,
                  "difference_days": rmst_s - rmst_r, "std_error": math.hypot(se_s, se_r)}))
-    for t in th.landmark_days:
-        if t > horizon:
-            continue
-        a, b = (survival.survival_at(curves[k], t) for k in ("synthetic", "reference"))
-        col.pending.append(_Pending(
-            "survival", f"survival at {t:g} d", subject, site,
-            p_value=_z_test_p(a["value"] - b["value"], a["std_error"], b["std_error"]),
-            details={"synthetic": a, "reference": b}))
+    _landmark_tests(col, curves, "survival", subject, site, horizon, th)
     medians = {k: survival.median_survival(v) for k, v in curves.items()}
     col.checks.append(info("survival", "median (days)", subject,
                            medians["synthetic"]["median"], site=site, details=medians))

@@ -7,7 +7,6 @@ row per person (time, status 0/1/2, covariates) for the survival estimators.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from trajectories.cohort import Cohort
 from trajectories.errors import TrajectoriesError
+from trajectories.tomlfile import explain, read_toml
 
 CENSORED, EVENT, COMPETING = 0, 1, 2
 """Values of the ``status`` column of :func:`endpoint_times`."""
@@ -170,10 +170,6 @@ def endpoint_times(cohort: Cohort, endpoint: Endpoint) -> pl.DataFrame:
 # -- where endpoints come from ------------------------------------------------------------------
 
 
-def _location(loc: tuple) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-
-
 def endpoints_from_list(entries: Any, source: str = "<list>") -> list[Endpoint]:
     """Validate parsed ``[[endpoints]]`` tables; errors name the source, entry and field."""
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -184,15 +180,7 @@ def endpoints_from_list(entries: Any, source: str = "<list>") -> list[Endpoint]:
         try:
             endpoints.append(Endpoint.model_validate(entry))
         except ValidationError as error:
-            problems = []
-            for problem in error.errors():
-                field = _location(problem["loc"])
-                message = problem["msg"].removeprefix("Value error, ")
-                got = problem.get("input")
-                shown = "" if problem["type"] == "missing" or isinstance(got, dict) else (
-                    f" (got {got!r})"
-                )
-                problems.append(f"  {label}{field}: {message}{shown}")
+            problems = explain(error, prefix=label)
             raise EndpointError(f"invalid endpoints in {source}:\n" + "\n".join(problems)) from None
     names = [e.name for e in endpoints]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -204,13 +192,7 @@ def endpoints_from_list(entries: Any, source: str = "<list>") -> list[Endpoint]:
 def load_endpoints(path: str | Path) -> list[Endpoint]:
     """Read the ``[[endpoints]]`` tables of a TOML file (a scenario file may carry them);
     a file without any gives an empty list."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise EndpointError(f"{path}: not valid TOML: {error}") from None
-    except OSError as error:
-        raise EndpointError(f"cannot read endpoints file {path}: {error}") from None
+    data = read_toml(path, "endpoints file", EndpointError)
     return endpoints_from_list(data.get("endpoints", []), source=str(path))
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trajectories.errors import TrajectoriesError
+from trajectories.tomlfile import explain, read_toml
 from validation.endpoints import Endpoint
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25}
@@ -110,19 +111,11 @@ class PublishedFigures(BaseModel):
 
 def load_published(path: str | Path) -> PublishedFigures:
     """Read a published-figures TOML file; errors name the file and the entry."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise TrajectoriesError(f"cannot read published figures {path}: {error}") from None
+    data = read_toml(path, "published figures", TrajectoriesError)
     try:
         return PublishedFigures.model_validate(data)
     except ValidationError as error:
-        problems = "\n".join(
-            f"  {'.'.join(str(p) for p in e['loc']) or '(file)'}: "
-            f"{e['msg'].removeprefix('Value error, ')}"
-            for e in error.errors()
-        )
+        problems = "\n".join(explain(error))
         raise TrajectoriesError(f"invalid published figures {path}:\n{problems}") from None
 
 

@@ -8,12 +8,12 @@ sampling noise (see :mod:`validation.compare`), so small samples are not failed 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trajectories.errors import TrajectoriesError
+from trajectories.tomlfile import explain, read_toml
 
 
 class Thresholds(BaseModel):
@@ -60,15 +60,9 @@ class Thresholds(BaseModel):
 
 def load_thresholds(path: str | Path) -> Thresholds:
     """Read thresholds from a TOML file; errors name the file and the field."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise TrajectoriesError(f"cannot read thresholds file {path}: {error}") from None
+    data = read_toml(path, "thresholds file", TrajectoriesError)
     try:
         return Thresholds.model_validate(data.get("thresholds", data))
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise TrajectoriesError(f"invalid thresholds file {path}: {problems}") from None
+        problems = "\n".join(explain(error))
+        raise TrajectoriesError(f"invalid thresholds file {path}:\n{problems}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +9,7 @@ from pydantic import ValidationError
 
 from trajectories.errors import ScenarioError
 from trajectories.scenario.schema import Scenario
-
-
-def _location(loc: tuple) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts)
+from trajectories.tomlfile import explain, read_toml
 
 
 def scenario_from_dict(data: dict[str, Any], source: str = "<dict>") -> Scenario:
@@ -27,17 +17,7 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<dict>") -> Scenario
     try:
         return Scenario.model_validate(data)
     except ValidationError as error:
-        lines = []
-        for problem in error.errors():
-            # Union members (hazard families, covariate kinds) appear in loc; keep them, they
-            # tell the user which family's field was wrong.
-            where = _location(problem["loc"]) or "(scenario)"
-            message = problem["msg"].removeprefix("Value error, ")
-            got = problem.get("input")
-            shown = "" if isinstance(got, dict | list) or problem["type"] == "missing" else (
-                f" (got {got!r})"
-            )
-            lines.append(f"  {where}: {message}{shown}")
+        lines = explain(error)
         raise ScenarioError(f"invalid scenario {source}:\n" + "\n".join(lines)) from None
 
 
@@ -56,10 +36,4 @@ def load_scenario(source: str | Path) -> Scenario:
                 f"built-ins: {', '.join(available())}"
             )
         path = builtin
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError(f"invalid scenario {path}: not valid TOML: {error}") from None
-    except OSError as error:
-        raise ScenarioError(f"cannot read scenario {path}: {error}") from None
-    return scenario_from_dict(data, source=str(path))
+    return scenario_from_dict(read_toml(path, "scenario", ScenarioError), source=str(path))
