@@ -19,9 +19,13 @@ install: $(BIN)/trajectories
 demo: install
 	$(BIN)/trajectories demo --out $(DEMO_DIR) --overwrite
 
+# PostgreSQL for the exporter's tests: .ci/postgres.sh installs it if missing and starts (or
+# reuses) a throw-away cluster; a URL already in TRAJECTORIES_TEST_POSTGRES_URL is used as is.
+# Without a server those tests fail under CI=true and skip elsewhere.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 tests
+	url="$${TRAJECTORIES_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh || true)}"; \
+	TRAJECTORIES_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -n 2 tests
 
 lint: install
 	$(BIN)/ruff check .

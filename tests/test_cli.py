@@ -9,10 +9,13 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from pg_server import drop_schema, postgres_url, unique_schema
 from typer.testing import CliRunner
 
 from trajectories import Cohort
 from trajectories.cli import app
+from trajectories.io.omop import read_omop_postgres
+from trajectories.io.omop_import import mapping_from_cohort, mapping_to_toml
 
 runner = CliRunner()
 
@@ -80,8 +83,34 @@ def test_export_omop_and_check(tmp_path: Path):
         assert con.execute("select count(*) from person").fetchone()[0] == 400
     checked = runner.invoke(app, ["check-omop", "--duckdb", str(database)])
     assert checked.exit_code == 0 and " 0 failed" in checked.output
-    both = cli("export", "omop", str(tmp_path / "onc"))
-    assert both.returncode == 2 and "exactly one of --duckdb" in both.stderr
+    neither = cli("export", "omop", str(tmp_path / "onc"))
+    assert neither.returncode == 2 and "exactly one of --duckdb" in neither.stderr
+
+
+def test_export_omop_to_postgres_and_check(tmp_path: Path):
+    url = postgres_url()
+    schema = unique_schema("cli")
+    runner.invoke(app, ["simulate", "oncology_nsclc_two_arm", "--n", "300", "--out",
+                        str(tmp_path / "onc")])
+    try:
+        result = runner.invoke(app, ["export", "omop", str(tmp_path / "onc"), "--postgres", url,
+                                     "--schema", schema])
+        assert result.exit_code == 0, result.output
+        assert read_omop_postgres(url, schema, "person").height == 300
+        checked = runner.invoke(app, ["check-omop", "--postgres", url, "--schema", schema])
+        assert checked.exit_code == 0 and " 0 failed" in checked.output
+        original = Cohort.read(tmp_path / "onc")
+        mapping = tmp_path / "mapping.toml"
+        mapping.write_text(mapping_to_toml(mapping_from_cohort(original)))
+        imported = runner.invoke(app, ["import", "omop", url, "--schema", schema, "--mapping",
+                                       str(mapping), "--out", str(tmp_path / "back")])
+        assert imported.exit_code == 0, imported.output
+        back = Cohort.read(tmp_path / "back")
+        assert back.n_persons == 300
+        assert back.persons["exit"].eq("death").sum() == original.persons["exit"].eq(
+            "death").sum()
+    finally:
+        drop_schema(url, schema)
 
 
 def test_demo_runs_end_to_end(tmp_path: Path):
@@ -95,3 +124,32 @@ def test_demo_runs_end_to_end(tmp_path: Path):
     assert Cohort.read(out / "synthetic").n_persons == 2000
     with duckdb.connect(str(out / "omop.duckdb"), read_only=True) as con:
         assert con.execute("select count(*) from person").fetchone()[0] == 2000
+
+
+def test_meds_and_omop_round_trips_through_the_cli(tmp_path: Path):
+    runner.invoke(app, ["simulate", "ckd_progression", "--n", "300", "--seed", "2", "--out",
+                        str(tmp_path / "ckd")])
+    original = Cohort.read(tmp_path / "ckd")
+    exported = runner.invoke(app, ["export", "meds", str(tmp_path / "ckd"), "--out",
+                                   str(tmp_path / "meds")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "meds" / "metadata" / "codes.parquet").is_file()
+    back = runner.invoke(app, ["import", "meds", str(tmp_path / "meds"), "--out",
+                               str(tmp_path / "from_meds")])
+    assert back.exit_code == 0, back.output
+    again = Cohort.read(tmp_path / "from_meds")
+    assert again.n_persons == 300
+    assert again.events["code"].value_counts().sort("code").equals(
+        original.events["code"].value_counts().sort("code"))
+
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(mapping_to_toml(mapping_from_cohort(original)))
+    runner.invoke(app, ["export", "omop", str(tmp_path / "ckd"), "--duckdb",
+                        str(tmp_path / "ckd.duckdb")])
+    imported = runner.invoke(app, ["import", "omop", str(tmp_path / "ckd.duckdb"), "--mapping",
+                                   str(mapping), "--out", str(tmp_path / "from_omop")])
+    assert imported.exit_code == 0, imported.output
+    from_omop = Cohort.read(tmp_path / "from_omop")
+    assert from_omop.n_persons == 300
+    states = pl.col("code").str.starts_with("state:")
+    assert from_omop.events.filter(states).height == original.events.filter(states).height

@@ -107,6 +107,14 @@ export_app = typer.Typer(help="Export a cohort to other formats.", no_args_is_he
 app.add_typer(export_app, name="export")
 
 
+def _exactly_one(command: str, duckdb_file, parquet_dir, postgres) -> None:
+    given = [x for x in (duckdb_file, parquet_dir, postgres) if x is not None]
+    if len(given) != 1:
+        raise TrajectoriesError(
+            f"{command}: give exactly one of --duckdb FILE, --parquet DIR or --postgres URL"
+        )
+
+
 @export_app.command("omop")
 def export_omop(
     cohort_dir: Annotated[Path, typer.Argument(help="A cohort directory.")],
@@ -116,26 +124,125 @@ def export_omop(
     parquet_dir: Annotated[
         Path | None, typer.Option("--parquet", help="Write one Parquet file per CDM table.")
     ] = None,
+    postgres: Annotated[
+        str | None, typer.Option("--postgres", help="PostgreSQL URL (postgresql://...); "
+                                 "written with COPY in one transaction.")
+    ] = None,
+    schema: Annotated[
+        str, typer.Option(help="PostgreSQL schema for --postgres (created if missing).")
+    ] = "public",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     block_size: Annotated[
         int, typer.Option(help="Persons whose tables are built in memory at once.")
     ] = 50_000,
 ) -> None:
-    """Export a cohort as OMOP CDM v5.4 tables (DuckDB or Parquet)."""
+    """Export a cohort as OMOP CDM v5.4 tables (DuckDB, PostgreSQL or Parquet)."""
     from trajectories.cohort import Cohort
-    from trajectories.io.omop import write_duckdb, write_parquet
+    from trajectories.io.omop import write_duckdb, write_parquet, write_postgres
+    from trajectories.io.omop.postgres import shown_url
 
-    if (duckdb_file is None) == (parquet_dir is None):
-        raise TrajectoriesError("export omop: give exactly one of --duckdb FILE or --parquet DIR")
+    _exactly_one("export omop", duckdb_file, parquet_dir, postgres)
     cohort = Cohort.read(cohort_dir)
     if duckdb_file is not None:
         counts = write_duckdb(cohort, duckdb_file, block_size=block_size, overwrite=overwrite)
-        target = duckdb_file
-    else:
+        target = str(duckdb_file)
+    elif parquet_dir is not None:
         counts = write_parquet(cohort, parquet_dir, block_size=block_size, overwrite=overwrite)
-        target = parquet_dir
+        target = str(parquet_dir)
+    else:
+        counts = write_postgres(cohort, postgres, schema, block_size=block_size,
+                                overwrite=overwrite)
+        target = f"{shown_url(postgres)} schema {schema}"
     print_frame(pl.DataFrame({"table": list(counts), "rows": list(counts.values())}),
                 f"OMOP CDM v5.4 tables written to {target}")
+
+
+@export_app.command("meds")
+def export_meds(
+    cohort_dir: Annotated[Path, typer.Argument(help="A cohort directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="MEDS dataset directory to write.")],
+    shard_size: Annotated[int, typer.Option(help="Persons per data shard.")] = 50_000,
+    seed: Annotated[int, typer.Option(help="Seed of the train/tuning/held_out split.")] = 0,
+    splits: Annotated[
+        str, typer.Option(help="train,tuning,held_out fractions summing to 1.")
+    ] = "0.8,0.1,0.1",
+    end_events: Annotated[
+        bool, typer.Option(help="Add a '<code>//END' row where a visit or drug ends.")
+    ] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Export a cohort as a MEDS v0.4 dataset (data/, metadata/)."""
+    from trajectories.cohort import Cohort
+    from trajectories.io.meds import write_meds
+
+    try:
+        fractions = tuple(float(x) for x in splits.split(","))
+    except ValueError:
+        raise TrajectoriesError(
+            f"export meds: --splits must be three numbers, got {splits!r}"
+        ) from None
+    counts = write_meds(Cohort.read(cohort_dir), out_dir, split_fractions=fractions, seed=seed,
+                        shard_size=shard_size, end_events=end_events, overwrite=overwrite)
+    print_frame(pl.DataFrame({"part": list(counts), "rows": list(counts.values())}),
+                f"MEDS dataset written to {out_dir}")
+
+
+import_app = typer.Typer(help="Import real data (OMOP, MEDS) as a cohort.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("omop")
+def import_omop(
+    source: Annotated[str, typer.Argument(help="A DuckDB file, a Parquet folder or a "
+                                          "PostgreSQL URL holding OMOP CDM v5.4 tables.")],
+    mapping: Annotated[Path, typer.Option(help="TOML mapping of concepts to states, visits, "
+                                          "measurements, drugs (examples/mappings/).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Cohort directory to write.")],
+    schema: Annotated[
+        str | None, typer.Option(help="CDM schema (DuckDB: main; PostgreSQL: public).")
+    ] = None,
+    resolution: Annotated[
+        str, typer.Option(help="'day' (dates) or 'datetime' (timestamps) for event times.")
+    ] = "day",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Read an OMOP database into a cohort; unmapped and dropped rows are counted."""
+    from trajectories.io.omop_import import from_omop
+
+    cohort = from_omop(source, mapping, schema=schema, resolution=resolution)
+    cohort.write(out_dir, overwrite=overwrite)
+    counts = getattr(cohort.manifest, "omop_import", {}) or {}
+    out.print(f"imported {cohort.n_persons:,} persons, {cohort.events.height:,} events to "
+              f"{out_dir}")
+    for key, value in counts.items():
+        if isinstance(value, int | float) and value:
+            out.print(f"  {key}: {value:,}")
+
+
+@import_app.command("meds")
+def import_meds(
+    directory: Annotated[Path, typer.Argument(help="A MEDS v0.4 dataset directory.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Cohort directory to write.")],
+    state_prefix: Annotated[
+        str, typer.Option(help="Codes starting with this are states.")
+    ] = "state:",
+    index_code: Annotated[
+        str | None, typer.Option(help="Code whose first row is time zero (default: the "
+                                 "first timed row).")
+    ] = None,
+    initial_state: Annotated[
+        str | None, typer.Option(help="State given at time zero to persons without one.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Read a MEDS dataset into a cohort."""
+    from trajectories.io.meds import from_meds
+
+    cohort = from_meds(directory, state_prefix=state_prefix, index_code=index_code,
+                       initial_state=initial_state)
+    cohort.write(out_dir, overwrite=overwrite)
+    out.print(f"imported {cohort.n_persons:,} persons, {cohort.events.height:,} events to "
+              f"{out_dir}")
 
 
 @app.command("check-omop")
@@ -146,6 +253,10 @@ def check_omop(
     parquet_dir: Annotated[
         Path | None, typer.Option("--parquet", help="A folder of <table>.parquet files.")
     ] = None,
+    postgres: Annotated[
+        str | None, typer.Option("--postgres", help="A PostgreSQL URL (read-only session).")
+    ] = None,
+    schema: Annotated[str, typer.Option(help="PostgreSQL schema for --postgres.")] = "public",
     thresholds: Annotated[
         str, typer.Option(help="'strict' (no failing row allowed) or 'dqd' (OHDSI DQD's "
                           "default percentages).")
@@ -153,15 +264,23 @@ def check_omop(
     show_all: Annotated[bool, typer.Option("--all", help="List passing checks too.")] = False,
 ) -> None:
     """Run the conformance and data-quality checks on an OMOP database; exit 1 on failures."""
-    from trajectories.io.omop import check_omop_duckdb, check_omop_parquet, failures
+    from trajectories.io.omop import (
+        check_omop_duckdb,
+        check_omop_parquet,
+        check_omop_postgres,
+        failures,
+    )
 
-    if (duckdb_file is None) == (parquet_dir is None):
-        raise TrajectoriesError("check-omop: give exactly one of --duckdb FILE or --parquet DIR")
+    _exactly_one("check-omop", duckdb_file, parquet_dir, postgres)
     if thresholds not in ("strict", "dqd"):
         raise TrajectoriesError(f"check-omop: --thresholds must be strict or dqd, got "
                                 f"{thresholds!r}")
-    results = (check_omop_duckdb(duckdb_file, thresholds=thresholds) if duckdb_file
-               else check_omop_parquet(parquet_dir, thresholds=thresholds))
+    if duckdb_file is not None:
+        results = check_omop_duckdb(duckdb_file, thresholds=thresholds)
+    elif parquet_dir is not None:
+        results = check_omop_parquet(parquet_dir, thresholds=thresholds)
+    else:
+        results = check_omop_postgres(postgres, schema, thresholds=thresholds)
     failed = failures(results)
     for result in results if show_all else failed:
         out.print(result.describe(), highlight=False)

@@ -282,6 +282,25 @@ class Cohort:
         except CohortSchemaError as error:
             raise CohortSchemaError(f"{directory}: {error}") from None
 
+    @classmethod
+    def from_meds(cls, directory: str | Path, **options: Any) -> Cohort:
+        """A cohort from a MEDS v0.4 dataset (ours or anyone's); options as
+        :func:`trajectories.io.meds.from_meds` (state_prefix, index_code, initial_state...)."""
+        from trajectories.io.meds import from_meds
+
+        return from_meds(directory, **options)
+
+    @classmethod
+    def from_omop(
+        cls, source: Any, mapping: Any, *, schema: str | None = None, resolution: str = "day"
+    ) -> Cohort:
+        """A cohort from an OMOP CDM v5.4 DuckDB file, Parquet folder or PostgreSQL URL, mapped
+        by a TOML mapping (see examples/mappings/oncology.toml and
+        :func:`trajectories.io.omop_import.from_omop`)."""
+        from trajectories.io.omop_import import from_omop
+
+        return from_omop(source, mapping, schema=schema, resolution=resolution)
+
     def write(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write the three files; a non-empty ``directory`` is refused unless ``overwrite``.
 

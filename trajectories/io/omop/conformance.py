@@ -1,8 +1,9 @@
 """Conformance checks of an OMOP CDM v5.4 database: structure against the specification and
 the OHDSI Data Quality Dashboard (DQD) checks that need no vocabulary.
 
-Everything is SQL over DuckDB, so the checks run on any OMOP database DuckDB can open (a
-DuckDB file, or Parquet files seen as views), not only on this package's exports. Check names
+Everything is SQL, so the checks run on any OMOP database DuckDB can open (a DuckDB file, or
+Parquet files seen as views) and on PostgreSQL (``postgres.check_omop_postgres``), not only on
+this package's exports; the few dialect differences live in a :class:`Dialect`. Check names
 follow DQD v2.8 where a DQD check exists; the few house checks (CDM conventions DQD does not
 test) are named in ``HOUSE_CHECKS``. Counts are rows (or persons, for person-level checks)
 that break the rule; a check passes when its percentage is at most its threshold.
@@ -10,9 +11,10 @@ that break the rule; a check passes when its percentage is at most its threshold
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 
@@ -47,7 +49,7 @@ DOMAIN_CONCEPTS: dict[str, tuple[str, str]] = {
 }
 
 VALUE_RANGES: dict[tuple[str, str], tuple[str | None, str | None]] = {
-    ("person", "year_of_birth"): ("1850", "year(current_date) + 1"),
+    ("person", "year_of_birth"): ("1850", "extract(year FROM current_date) + 1"),
     ("person", "month_of_birth"): ("1", "12"),
     ("person", "day_of_birth"): ("1", "31"),
     ("person", "birth_datetime"): ("TIMESTAMP '1850-01-01'", "current_date + 1"),
@@ -119,6 +121,12 @@ def failures(results: list[CheckResult]) -> list[CheckResult]:
     return [r for r in results if not r.passed]
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (embedded quotes doubled): the same in DuckDB and
+    PostgreSQL, so no schema, table or column name is ever spliced into SQL raw."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _type_matches(field: CdmField, actual: str) -> bool:
     """Whether a DuckDB column type holds the specification's datatype."""
     actual = actual.upper()
@@ -133,18 +141,40 @@ def _type_matches(field: CdmField, actual: str) -> bool:
     return actual == "VARCHAR" or actual.startswith("VARCHAR(")
 
 
+def _duckdb_date(year: str, month: str, day: str) -> str:
+    return f"TRY_CAST(printf('%04d-%02d-%02d', {year}, {month}, {day}) AS DATE)"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the SQL engines the checks run on; the checks' SQL is shared."""
+
+    name: str
+    placeholder: str
+    """The query parameter marker: ``?`` (DuckDB) or ``%s`` (psycopg)."""
+    errors: tuple[type[BaseException], ...]
+    """The engine's query errors, reported as :class:`OmopError`."""
+    type_matches: Callable[[CdmField, str], bool]
+    """Whether an ``information_schema.columns.data_type`` holds a specification datatype."""
+    make_date: Callable[[str, str, str], str]
+    """SQL for the date of integer year/month/day expressions, NULL when no such date."""
+
+
+DUCKDB = Dialect("DuckDB", "?", (duckdb.Error,), _type_matches, _duckdb_date)
+
+
 class _Checker:
     """Runs the checks on one connection and collects the results."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, schema: str, thresholds: Thresholds):
+    def __init__(self, con: Any, dialect: Dialect, schema: str, thresholds: Thresholds):
         if thresholds not in ("strict", "dqd"):
             raise OmopError(f"thresholds: expected 'strict' or 'dqd', got {thresholds!r}")
-        self.con, self.schema, self.mode = con, schema, thresholds
+        self.con, self.dialect, self.schema, self.mode = con, dialect, schema, thresholds
         self.results: list[CheckResult] = []
         rows = con.execute(
             "SELECT lower(table_name), lower(column_name), data_type FROM "
-            "information_schema.columns WHERE table_schema = ? ORDER BY table_name, "
-            "ordinal_position",
+            f"information_schema.columns WHERE table_schema = {dialect.placeholder} ORDER BY "
+            "table_name, ordinal_position",
             [schema],
         ).fetchall()
         self.columns: dict[str, dict[str, str]] = {}
@@ -155,7 +185,7 @@ class _Checker:
     # -- helpers --------------------------------------------------------------------------
 
     def q(self, table: str) -> str:
-        return f'"{self.schema}"."{table}"'
+        return f"{quote_ident(self.schema)}.{quote_ident(table)}"
 
     def scalar(self, sql: str) -> int:
         return int(self.con.execute(sql).fetchone()[0] or 0)
@@ -176,14 +206,14 @@ class _Checker:
 
     def birth_sql(self) -> str:
         """person_id -> birth date (birth_datetime, else year/month/day with 01 defaults)."""
-        fallback = (
-            "TRY_CAST(printf('%04d-%02d-%02d', year_of_birth, coalesce(month_of_birth, 1), "
-            "coalesce(day_of_birth, 1)) AS DATE)"
+        make_date = self.dialect.make_date
+        fallback = make_date(
+            "year_of_birth", "coalesce(month_of_birth, 1)", "coalesce(day_of_birth, 1)"
         )
         birth = (
             f"coalesce(CAST(birth_datetime AS DATE), {fallback})"
             if self.has("person", "birth_datetime", "month_of_birth", "day_of_birth")
-            else "TRY_CAST(printf('%04d-01-01', year_of_birth) AS DATE)"
+            else make_date("year_of_birth", "1", "1")
         )
         return f"SELECT person_id, {birth} AS birth_date FROM {self.q('person')}"
 
@@ -214,14 +244,17 @@ class _Checker:
             self.add("cdmField", table, field.name, 0 if dtype else 1, 1)
             if dtype is None:
                 continue
-            self.add("cdmDatatype", table, field.name, 0 if _type_matches(field, dtype) else 1, 1)
+            matches = self.dialect.type_matches(field, dtype)
+            self.add("cdmDatatype", table, field.name, 0 if matches else 1, 1)
             column = f'"{field.name}"'
             if field.required:
-                counts.append(("isRequired", field.name, f"count(*) FILTER ({column} IS NULL)"))
-            if field.varchar_length is not None and _type_matches(field, dtype):
+                counts.append(
+                    ("isRequired", field.name, f"count(*) FILTER (WHERE {column} IS NULL)")
+                )
+            if field.varchar_length is not None and matches:
                 counts.append(
                     ("varcharLength", field.name,
-                     f"count(*) FILTER (length({column}) > {field.varchar_length})")
+                     f"count(*) FILTER (WHERE length({column}) > {field.varchar_length})")
                 )
         if counts:
             values = self.con.execute(
@@ -290,8 +323,8 @@ class _Checker:
                 if have_death and table != "death":
                     late = self.con.execute(
                         f"WITH d AS ({self.death_sql()}) SELECT "
-                        f'count(*) FILTER (x."{name}" > d.death_date + {DEATH_GRACE_DAYS}), '
-                        f'count(*) FILTER (x."{name}" > d.death_date) '
+                        f'count(*) FILTER (WHERE x."{name}" > d.death_date + {DEATH_GRACE_DAYS}), '
+                        f'count(*) FILTER (WHERE x."{name}" > d.death_date) '
                         f"FROM {self.q(table)} x JOIN d ON d.person_id = x.person_id"
                     ).fetchone()
                     self.add("plausibleBeforeDeath", table, name, int(late[0]), total)
@@ -345,7 +378,7 @@ class _Checker:
                 "observation_period_start_date AS s, max(observation_period_end_date) OVER ("
                 "PARTITION BY person_id ORDER BY observation_period_start_date, "
                 "observation_period_end_date ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
-                f") AS e FROM {self.q('observation_period')}) WHERE s <= e + 1"
+                f") AS e FROM {self.q('observation_period')}) AS w WHERE s <= e + 1"
             )
             self.add("measureObservationPeriodOverlap", "observation_period", None, overlapping,
                      persons)
@@ -355,13 +388,13 @@ class _Checker:
                     "max(observation_period_end_date) AS e FROM "
                     f"{self.q('observation_period')} GROUP BY person_id) SELECT count(*) FROM "
                     "birth b JOIN last l ON l.person_id = b.person_id "
-                    "WHERE l.e >= b.birth_date + INTERVAL 120 YEAR"
+                    "WHERE l.e >= b.birth_date + INTERVAL '120 years'"
                 )
                 self.add("plausibleAge", "person", "year_of_birth", old, persons)
         if self.has("death", "person_id"):
             twice = self.scalar(
                 f"SELECT count(*) FROM (SELECT person_id FROM {self.q('death')} "
-                "GROUP BY person_id HAVING count(*) > 1)"
+                "GROUP BY person_id HAVING count(*) > 1) AS w"
             )
             dead = self.scalar(f"SELECT count(DISTINCT person_id) FROM {self.q('death')}")
             self.add("deathOncePerPerson", "death", "person_id", twice, dead)
@@ -374,8 +407,8 @@ class _Checker:
                 source = name.removesuffix("_concept_id") + "_source_value"
                 if source in columns:
                     failing = self.scalar(
-                        f'SELECT count(*) FROM {self.q(table)} WHERE "{name}" IS NULL AND '
-                        f'"{source}" IS NOT NULL'
+                        f"SELECT count(*) FROM {self.q(table)} WHERE {quote_ident(name)} IS "
+                        f"NULL AND {quote_ident(source)} IS NOT NULL"
                     )
                     self.add("conceptIdNotNull", table, name, failing, self.rows[table])
         for table, (concept, source) in DOMAIN_CONCEPTS.items():
@@ -417,13 +450,26 @@ def check_omop_connection(
     ``tables`` are checked against the shipped specification (they must exist); the
     plausibility checks run on whatever clinical tables the schema holds.
     """
+    return run_checks(con, DUCKDB, schema=schema, thresholds=thresholds, tables=tables)
+
+
+def run_checks(
+    con: Any,
+    dialect: Dialect,
+    *,
+    schema: str,
+    thresholds: Thresholds = "strict",
+    tables: tuple[str, ...] = EXPORT_TABLES,
+) -> list[CheckResult]:
+    """Run every check through ``con``, any connection whose ``execute(sql, params)`` returns
+    a cursor with ``fetchone``/``fetchall`` (DuckDB, psycopg), speaking ``dialect``."""
     unknown = set(tables) - set(cdm_spec())
     if unknown:
         raise OmopError(f"tables: {sorted(unknown)} are not in the shipped CDM specification")
     try:
-        return _Checker(con, schema, thresholds).run(tables)
-    except duckdb.Error as error:
-        raise OmopError(f"OMOP conformance query failed: {error}") from None
+        return _Checker(con, dialect, schema, thresholds).run(tables)
+    except dialect.errors as error:
+        raise OmopError(f"OMOP conformance query failed ({dialect.name}): {error}") from None
 
 
 def check_omop_duckdb(
