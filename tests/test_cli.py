@@ -12,7 +12,7 @@ import polars as pl
 from pg_server import drop_schema, postgres_url, unique_schema
 from typer.testing import CliRunner
 
-from trajectories import Cohort
+from trajectories import Cohort, load_scenario
 from trajectories.cli import app
 from trajectories.io.omop import read_omop_postgres
 from trajectories.io.omop_import import mapping_from_cohort, mapping_to_toml
@@ -153,3 +153,29 @@ def test_meds_and_omop_round_trips_through_the_cli(tmp_path: Path):
     assert from_omop.n_persons == 300
     states = pl.col("code").str.starts_with("state:")
     assert from_omop.events.filter(states).height == original.events.filter(states).height
+
+
+def test_fit_then_simulate_from_the_model(tmp_path: Path):
+    fitted = runner.invoke(app, ["fit", "gbsg2", "--out", str(tmp_path / "model")],
+                           terminal_width=200)
+    assert fitted.exit_code == 0, fitted.output
+    assert "disease_free->recurrence_or_death" in fitted.output
+    assert (tmp_path / "model" / "scenario.toml").is_file()
+    result = runner.invoke(app, ["simulate", "--model", str(tmp_path / "model"), "--n", "500",
+                                 "--seed", "3", "--out", str(tmp_path / "syn")])
+    assert result.exit_code == 0, result.output
+    synthetic = Cohort.read(tmp_path / "syn")
+    assert synthetic.n_persons == 500 and "horTh" in synthetic.persons.columns
+    both = cli("simulate", "ckd_progression", "--model", str(tmp_path / "model"), "--out",
+               str(tmp_path / "x"))
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_calibrate_reaches_published_targets(tmp_path: Path):
+    examples = Path(__file__).resolve().parents[1] / "examples" / "published"
+    result = runner.invoke(app, ["calibrate", "oncology_nsclc_two_arm", "--targets",
+                                 str(examples / "keynote189.toml"), "--out",
+                                 str(tmp_path / "calibrated.toml"), "--n", "4000"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert load_scenario(tmp_path / "calibrated.toml").name == "oncology_nsclc_two_arm"

@@ -59,8 +59,14 @@ def list_scenarios() -> None:
 
 @app.command()
 def simulate(
-    scenario: Annotated[str, typer.Argument(help="A built-in scenario name or a TOML file path.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Cohort directory to write.")],
+    scenario: Annotated[
+        str | None, typer.Argument(help="A built-in scenario name or a TOML file path.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A model directory written by `trajectories fit` "
+                                  "(instead of SCENARIO).")
+    ] = None,
     n: Annotated[
         int | None, typer.Option(help="Number of persons (default: the sum of site sizes).")
     ] = None,
@@ -73,12 +79,79 @@ def simulate(
                           "identity: keep the default to reproduce others' runs).")
     ] = 100_000,
 ) -> None:
-    """Simulate a cohort from SCENARIO and write persons, events and manifest to --out."""
+    """Simulate a cohort from SCENARIO (or a fitted --model) and write it to --out."""
+    from trajectories.fit.model import SCENARIO_FILE
     from trajectories.simulate import MarkovSimulator
 
-    simulator = MarkovSimulator(scenario, block_size=block_size)
+    if (scenario is None) == (model is None):
+        raise TrajectoriesError("simulate: give a SCENARIO or --model MODEL_DIR, not both")
+    source = str(model / SCENARIO_FILE) if model is not None else scenario
+    if model is not None and not (model / SCENARIO_FILE).is_file():
+        raise TrajectoriesError(f"{model}: not a model directory ({SCENARIO_FILE} missing)")
+    simulator = MarkovSimulator(source, block_size=block_size)
     directory = simulator.simulate_to(out_dir, n=n, seed=seed, overwrite=overwrite)
     out.print(f"wrote cohort of scenario [bold]{simulator.scenario.name}[/] to {directory}")
+
+
+@app.command()
+def fit(
+    reference: Annotated[str, typer.Argument(help="A cohort directory, or a built-in reference "
+                                             "dataset: stanford_heart, gbsg2.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    families: Annotated[
+        str, typer.Option(help="auto (AIC), or family names separated by commas "
+                          "(exponential, weibull, gompertz, lognormal, loglogistic, piecewise, "
+                          "cox).")
+    ] = "auto",
+    clock: Annotated[str, typer.Option(help="auto (AIC), forward or reset.")] = "auto",
+    covariates: Annotated[
+        str | None, typer.Option(help="Covariates to use, separated by commas (default: all).")
+    ] = None,
+    site_effects: Annotated[str, typer.Option(help="fixed, shrunk or none.")] = "fixed",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Fit a multi-state model to a reference cohort; writes an editable scenario.toml."""
+    from trajectories.cohort import Cohort
+    from trajectories.fit import MultiStateModel
+    from trajectories.fit.references import REFERENCES, load_reference
+
+    cohort = load_reference(reference) if reference in REFERENCES else Cohort.read(reference)
+    chosen = families if families == "auto" or "," not in families else families.split(",")
+    model = MultiStateModel(
+        families=chosen, clock=clock, site_effects=site_effects,
+        covariates=None if covariates is None else covariates.split(","),
+    ).fit(cohort)
+    model.save(out_dir, overwrite=overwrite)
+    summary = model.summary()
+    rows = [{"transition": t["transition"], "family": t["family"], "clock": t["clock"],
+             "events": t["n_events"], "aic": t["aic"]} for t in summary["transitions"]]
+    print_frame(pl.DataFrame(rows), f"Fitted model written to {out_dir}")
+    for note in summary.get("notes", []):
+        out.print(f"note: {note}", highlight=False)
+
+
+@app.command()
+def calibrate(
+    scenario: Annotated[str, typer.Argument(help="A built-in scenario name or a TOML path.")],
+    targets: Annotated[Path, typer.Option(help="Published-figures TOML to reach.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Calibrated scenario TOML to write.")],
+    n: Annotated[int, typer.Option(help="Persons simulated per evaluation.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed (common random numbers).")] = 0,
+) -> None:
+    """Adjust hazard levels and effects until the published figures are reached; exit 1 if
+    some target stays out of reach (each is listed with the reason)."""
+    from trajectories.fit.calibrate import calibrate as run_calibration
+    from trajectories.fit.model import write_scenario
+    from trajectories.scenario import load_scenario
+    from validation.published import load_published
+
+    result = run_calibration(load_scenario(scenario), load_published(targets), n=n, seed=seed)
+    write_scenario(result.scenario, out_file)
+    print_frame(pl.DataFrame([
+        {"target": t.label, "published": t.value, "lower": t.lower, "upper": t.upper,
+         "estimate": t.estimate, "reached": t.reached, "why not": t.reason}
+        for t in result.targets]), f"Calibrated scenario written to {out_file}")
+    raise typer.Exit(0 if result.reached else 1)
 
 
 @app.command()

@@ -1,0 +1,476 @@
+"""MultiStateModel: a multi-state scenario learnt from a reference cohort.
+
+``MultiStateModel().fit(cohort)`` reads the state paths, fits one proportional-hazards model per
+observed transition (family and clock chosen by AIC, or as asked), the sites' hazard ratios, the
+covariates' distributions, censoring and the visit, measurement and drug processes, and turns
+them into a :class:`~trajectories.scenario.Scenario`. ``simulate`` is exactly
+``MarkovSimulator(model.to_scenario()).simulate``, and ``save`` writes the scenario as an
+editable TOML file beside the fitted estimates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trajectories.cohort import Cohort
+from trajectories.fit import censoring as censoring_fit
+from trajectories.fit import processes
+from trajectories.fit.covariates import (
+    CovariateSpec,
+    baseline_rows,
+    column_label,
+    describe,
+    design,
+    marginals,
+)
+from trajectories.fit.families import (
+    ALL_FAMILIES,
+    PARAMETRIC,
+    SEMI_PARAMETRIC,
+    AtRisk,
+    FitError,
+    TransitionFit,
+    select_family,
+)
+from trajectories.scenario import Scenario, scenario_from_dict
+from trajectories.simulate import MarkovSimulator
+from trajectories.simulate.blocks import DEFAULT_BLOCK_SIZE
+
+CLOCKS = ("forward", "reset", "auto")
+COVARIATE_DRAWS = ("resample", "marginal")
+SITE_EFFECTS = ("fixed", "shrunk", "none")
+SITE = "site"
+MIN_EVENTS_FOR_COVARIATES = 10
+"""Transitions with fewer events get a constant hazard without covariates."""
+MIN_DURATION = 1e-3
+"""Days: a stay of zero length is given this length (log h0(0) may be infinite)."""
+SCENARIO_FILE, FIT_FILE, ROWS_FILE = "scenario.toml", "fit.json", "baseline.parquet"
+
+
+@dataclass
+class FittedTransition:
+    """The chosen fit of one transition, its clock, the design columns and every candidate."""
+
+    source: str
+    target: str
+    clock: str
+    fit: TransitionFit
+    columns: list[tuple[str, str | None]]  # (covariate or "site", level) per beta
+    candidates: list[tuple[str, str, TransitionFit]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}->{self.target}"
+
+    def effects(self) -> dict[str, float | dict[str, float]]:
+        """Scenario ``effects``: log HR per unit of a number, per level of a category."""
+        out: dict[str, Any] = {}
+        for (name, level), beta in zip(self.columns, self.fit.beta, strict=True):
+            if name == SITE:
+                continue
+            if level is None:
+                out[name] = float(beta)
+            else:
+                out.setdefault(name, {})[level] = float(beta)
+        return out
+
+    def site_log_hazard_ratios(self) -> dict[str, tuple[float, float]]:
+        se = self.fit.std_errors[self.fit.theta.size:]
+        return {level: (float(b), float(s))
+                for (name, level), b, s in zip(self.columns, self.fit.beta, se, strict=True)
+                if name == SITE}
+
+    def summary(self) -> dict:
+        return {
+            "transition": self.key,
+            "clock": self.clock,
+            **self.fit.summary(),
+            "columns": [column_label(n, lv) for n, lv in self.columns],
+            "candidates": [
+                {"family": f, "clock": c, "aic": fit.aic, "loglik": fit.loglik,
+                 "converged": fit.converged}
+                for f, c, fit in self.candidates
+            ],
+            "notes": [*self.fit.notes, *self.notes],
+        }
+
+
+class MultiStateModel:
+    """Fit a multi-state scenario to a reference cohort.
+
+    ``families``: ``"auto"`` (AIC among exponential, Weibull, Gompertz, log-normal and
+    log-logistic), one family name (``piecewise`` and ``cox`` included), a list of candidates,
+    or a mapping transition key ``'a->b'`` -> any of those (unlisted transitions: auto).
+    ``clock``: ``forward`` (time since index, Markov), ``reset`` (time since entering the
+    state, semi-Markov) or ``auto`` (by AIC per transition). ``covariates``: reference columns
+    used (default: all, with age from birth dates and sex when complete). ``centers``: values
+    at which numeric covariates are centred (default: their means). ``site_effects``: hazard
+    ratios per site as fixed effects, ``shrunk`` towards the pooled estimate (empirical Bayes),
+    or ``none``. ``covariate_draw``: how new persons get covariates; ``resample`` (reference
+    rows per site) needs scenario support still to come, so the scenario carries per-site
+    marginals meanwhile (see :attr:`notes`).
+    """
+
+    def __init__(
+        self,
+        families: str | Sequence[str] | Mapping[str, str | Sequence[str]] = "auto",
+        clock: str = "auto",
+        covariates: Sequence[str] | None = None,
+        covariate_draw: str = "resample",
+        site_effects: str = "fixed",
+        centers: Mapping[str, float] | None = None,
+        processes: bool = True,
+        name: str | None = None,
+    ) -> None:
+        for value, allowed, what in ((clock, CLOCKS, "clock"),
+                                     (covariate_draw, COVARIATE_DRAWS, "covariate_draw"),
+                                     (site_effects, SITE_EFFECTS, "site_effects")):
+            if value not in allowed:
+                raise FitError(f"{what} must be one of {list(allowed)}, got {value!r}")
+        self.families = families
+        self.clock = clock
+        self.covariates = None if covariates is None else list(covariates)
+        self.covariate_draw = covariate_draw
+        self.site_effects = site_effects
+        self.centers = dict(centers or {})
+        self.fit_processes = processes
+        self.name = name
+        self._scenario: Scenario | None = None
+
+    # -- fitting -----------------------------------------------------------------------------------
+
+    def fit(self, cohort: Cohort) -> MultiStateModel:
+        """Learn every part of the scenario from ``cohort``; returns self."""
+        if cohort.n_persons == 0:
+            raise FitError("reference cohort has no persons")
+        self.notes: list[str] = []
+        self.reference = {"n_persons": cohort.n_persons, "generator": cohort.manifest.generator,
+                          "fingerprint": cohort.manifest.reference_fingerprint
+                          or cohort.fingerprint()}
+        rows = baseline_rows(cohort, self.covariates)
+        names = [c for c in rows.columns if c not in ("person_id", SITE)]
+        constant = [c for c in names if rows.get_column(c).n_unique() < 2]
+        if constant:
+            self.notes.append(f"covariate(s) {constant} are constant in the reference: no effect")
+        self.baseline_rows = rows
+        self.specs: list[CovariateSpec] = describe(rows, names, self.centers)
+        self.effect_specs = [s for s in self.specs if s.name not in constant]
+        site_counts = rows.group_by(SITE).len().sort(["len", SITE], descending=[True, False])
+        self.sites = site_counts.get_column(SITE).to_list()  # largest first: the reference
+        self.site_shares = (site_counts.get_column("len") / rows.height).to_list()
+
+        spells = cohort.state_spells().join(rows, on="person_id", how="left",
+                                            maintain_order="left")
+        self._states(cohort, spells)
+        self.transitions: list[FittedTransition] = []
+        for source, target in self.moves:
+            self.transitions.append(self._fit_transition(spells, source, target))
+        if self.site_effects == "shrunk":
+            self._shrink_sites()
+        self.censoring = {
+            site: censoring_fit.fit_censoring(
+                frame.get_column("followup_end").to_numpy(),
+                frame.get_column("exit").is_in(censoring_fit.CENSORED_EXITS).to_numpy())
+            for site in self.sites
+            for frame in [cohort.persons.filter(pl.col(SITE) == site)]
+        }
+        self.first_index_date = cohort.persons.get_column("index_date").min()
+        categorical = [s.name for s in self.specs if s.kind == "categorical"]
+        self.processes = (processes.fit_processes(cohort, spells, self.transient, categorical)
+                          if self.fit_processes else processes.Processes())
+        self.notes += self.processes.notes
+        if self.covariate_draw == "resample":
+            self.notes.append(
+                "covariate_draw='resample': the scenario schema cannot yet carry baseline rows, "
+                "so the scenario draws each covariate from per-site marginals; the rows are "
+                f"saved as {ROWS_FILE}")
+        self._scenario = None
+        return self
+
+    def _states(self, cohort: Cohort, spells: pl.DataFrame) -> None:
+        moves = (spells.filter(pl.col("next_state").is_not_null())
+                 .group_by("state", "next_state").len())
+        order = {s: i for i, s in enumerate(
+            pl.concat([spells.get_column("state"), spells.get_column("next_state").drop_nulls()])
+            .unique(maintain_order=True).to_list())}
+        self.state_order = list(order)
+        self.moves = sorted(((r["state"], r["next_state"]) for r in moves.iter_rows(named=True)),
+                            key=lambda m: (order[m[0]], order[m[1]]))
+        self.transient = sorted({s for s, _ in self.moves}, key=order.get)
+        last = spells.filter(pl.col("next_state").is_null())
+        self.states = []
+        for name in self.state_order:
+            ending = last.filter(pl.col("state") == name).get_column("exit")
+            absorbing = name not in self.transient and ending.is_in(["death", "absorbed"]).any()
+            death = bool((ending == "death").sum() >= (ending == "absorbed").sum())
+            self.states.append({"name": name, "absorbing": bool(absorbing),
+                                **({"death": death} if absorbing else {})})
+        self.states.sort(key=lambda s: s["absorbing"])  # transient first, in order of appearance
+        first = spells.filter(pl.col("first")).get_column("state")
+        shares = first.value_counts().sort("state")
+        self.initial = {r["state"]: r["count"] / first.len() for r in shares.iter_rows(named=True)}
+
+    # -- one transition ----------------------------------------------------------------------------
+
+    def _candidates(self, key: str) -> list[str]:
+        spec = self.families
+        if isinstance(spec, Mapping):
+            spec = spec.get(key, "auto")
+        if isinstance(spec, str):
+            spec = list(PARAMETRIC) if spec == "auto" else [spec]
+        unknown = [f for f in spec if f not in ALL_FAMILIES]
+        if unknown or not spec:
+            raise FitError(f"transition {key}: unknown family {unknown}; expected 'auto' or "
+                           f"some of {list(ALL_FAMILIES)}")
+        return list(spec)
+
+    def _design(self, rows: pl.DataFrame, event: np.ndarray, notes: list[str]):
+        x, columns = design(rows, self.effect_specs)
+        if self.site_effects != "none" and len(self.sites) > 1:
+            site = rows.get_column(SITE)
+            x = np.column_stack([x] + [(site == s).cast(pl.Float64).to_numpy()
+                                       for s in self.sites[1:]])
+            columns = columns + [(SITE, s) for s in self.sites[1:]]
+        keep = []
+        for j, (name, level) in enumerate(columns):
+            column = x[:, j]
+            if np.ptp(column) == 0 if column.size else True:
+                notes.append(f"{column_label(name, level)} does not vary among those at risk: "
+                             "no effect")
+                continue
+            if level is not None and not column[event].any():
+                notes.append(f"no event with {column_label(name, level)}: no effect fitted "
+                             "(it shares the reference level's hazard)")
+                continue
+            keep.append(j)
+        return x[:, keep], [columns[j] for j in keep]
+
+    def _fit_transition(self, spells: pl.DataFrame, source: str, target: str) -> FittedTransition:
+        key = f"{source}->{target}"
+        rows = spells.filter(pl.col("state") == source)
+        start = rows.get_column("start").to_numpy()
+        stop = rows.get_column("stop").to_numpy()
+        event = (rows.get_column("next_state") == target).fill_null(False).to_numpy()
+        notes: list[str] = []
+        candidates = self._candidates(key)
+        if int(event.sum()) < MIN_EVENTS_FOR_COVARIATES:
+            x, columns = np.zeros((rows.height, 0)), []
+            if candidates != [SEMI_PARAMETRIC]:
+                candidates = ["exponential"]
+            notes.append(f"only {int(event.sum())} events: constant hazard, no covariates")
+        else:
+            x, columns = self._design(rows, event, notes)
+        labels = [column_label(n, lv) for n, lv in columns]
+        clocks = ["forward"] if not np.any(start > 0) else (
+            ["forward", "reset"] if self.clock == "auto" else [self.clock])
+        if candidates == [SEMI_PARAMETRIC] and len(clocks) > 1:
+            clocks = ["forward"]
+            notes.append("cox: no likelihood to choose the clock by; clock-forward used")
+        fits = []
+        for clock in clocks:
+            if clock == "forward":
+                data = AtRisk(start, np.maximum(stop, start + MIN_DURATION), event, x, labels)
+            else:
+                data = AtRisk(np.zeros_like(start), np.maximum(stop - start, MIN_DURATION),
+                              event, x, labels)
+            try:
+                best, tried = select_family(data, candidates)
+            except FitError as error:
+                raise FitError(f"transition {key} ({clock} clock): {error}") from None
+            fits.append((clock, best, tried))
+        if len(fits) == 1:
+            clock, best, tried = fits[0]
+        else:
+            clock, best, tried = min(fits, key=lambda f: f[1].aic)
+        all_tried = [(f.family, c, f) for c, _, t in fits for f in t]
+        if not best.converged:
+            notes.append(f"the {best.family} fit did not converge cleanly; check the estimates")
+        if best.family == "exponential":
+            clock = "forward" if len(clocks) > 1 else clock
+        return FittedTransition(source, target, clock, best, columns, all_tried, notes)
+
+    def _shrink_sites(self) -> None:
+        """Empirical Bayes: each site's log HR times tau^2 / (tau^2 + se^2), with tau^2 the
+        between-site variance estimated by moments (log HR relative to the largest site)."""
+        for transition in self.transitions:
+            index = [j for j, (name, _) in enumerate(transition.columns) if name == SITE]
+            if not index:
+                continue
+            k = transition.fit.theta.size
+            beta = transition.fit.beta[index]
+            var = np.diag(transition.fit.cov)[[k + j for j in index]]
+            tau2 = max(0.0, float(np.mean(beta**2) - np.mean(var)))
+            factor = tau2 / (tau2 + var)
+            new_beta = transition.fit.beta.copy()
+            new_beta[index] = beta * factor
+            transition.fit = dataclasses.replace(transition.fit, beta=new_beta)
+            transition.notes.append(f"site effects shrunk (between-site variance {tau2:.3g})")
+
+    # -- the scenario ------------------------------------------------------------------------------
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "transitions"):
+            raise FitError("the model is not fitted yet: call fit(reference_cohort) first")
+
+    def _calendar(self) -> tuple[dict, dict, dict[str, dict]]:
+        """Calendar, follow-up and per-site censoring entries from the censoring fits."""
+        longest = max(math.ceil(c.window_high) for c in self.censoring.values())
+        first = self.first_index_date or dt.date(2000, 1, 1)
+        cutoff = first + dt.timedelta(days=longest)
+        windows = {
+            site: (cutoff - dt.timedelta(days=round(c.window_high)),
+                   cutoff - dt.timedelta(days=round(min(c.window_low, c.window_high))))
+            for site, c in self.censoring.items()
+        }
+        calendar = {"enrolment_start": min(w[0] for w in windows.values()),
+                    "enrolment_end": max(w[1] for w in windows.values()),
+                    "data_cutoff": cutoff}
+        loss = {site: c.loss_per_day * 365.25 for site, c in self.censoring.items()}
+        followup = {"max_days": float(longest + 1)}
+        per_site: dict[str, dict] = {site: {} for site in self.sites}
+        if len(self.sites) == 1:
+            followup["loss_to_followup_per_year"] = loss[self.sites[0]]
+        else:
+            for site in self.sites:
+                per_site[site] = {"enrolment_start": windows[site][0],
+                                  "enrolment_end": windows[site][1],
+                                  "loss_to_followup_per_year": loss[site]}
+        return calendar, followup, per_site
+
+    def scenario_dict(self) -> dict[str, Any]:
+        """The scenario as a plain dict (what the TOML file holds)."""
+        self._require_fitted()
+        covariates, case_mix, notes = marginals(self.baseline_rows, self.specs, self.sites)
+        calendar, followup, site_censoring = self._calendar()
+        transitions = []
+        site_ratios: dict[str, dict[str, float]] = {s: {} for s in self.sites}
+        for tr in self.transitions:
+            transitions.append({"from": tr.source, "to": tr.target, "clock": tr.clock,
+                                "hazard": tr.fit.hazard.model_dump(), "effects": tr.effects()})
+            for site, (beta, _) in tr.site_log_hazard_ratios().items():
+                site_ratios[site][tr.key] = math.exp(beta)
+        shares = np.asarray(self.site_shares)
+        shares[-1] = max(0.0, 1.0 - shares[:-1].sum())
+        sites = [{"name": s, "share": float(p), "case_mix": case_mix[s],
+                  "hazard_ratios": site_ratios[s], **site_censoring[s]}
+                 for s, p in zip(self.sites, shares, strict=True)]
+        initial: str | dict[str, float] = (next(iter(self.initial)) if len(self.initial) == 1
+                                           else dict(self.initial))
+        name = self.name or "fitted_" + "".join(
+            ch if ch.isalnum() or ch in "_-." else "_" for ch in self.reference["generator"])
+        self.marginal_notes = notes
+        return {
+            "name": name[:64],
+            "description": (f"Fitted by MultiStateModel to {self.reference['n_persons']} "
+                            f"persons (reference {self.reference['fingerprint'][:12]})"),
+            "states": self.states,
+            "initial_state": initial,
+            "transitions": transitions,
+            "covariates": covariates,
+            "calendar": calendar,
+            "followup": followup,
+            "sites": sites,
+            **self.processes.scenario_entries(),
+        }
+
+    def to_scenario(self) -> Scenario:
+        """The fitted scenario, validated (cached until the next fit)."""
+        if self._scenario is None:
+            self._scenario = scenario_from_dict(self.scenario_dict(), source="<fitted model>")
+        return self._scenario
+
+    def simulate(self, n: int, seed: int = 0, block_size: int = DEFAULT_BLOCK_SIZE) -> Cohort:
+        """``MarkovSimulator(self.to_scenario(), block_size).simulate(n, seed)``."""
+        return MarkovSimulator(self.to_scenario(), block_size=block_size).simulate(n, seed)
+
+    # -- reporting and saving ----------------------------------------------------------------------
+
+    def transition(self, key: str) -> FittedTransition:
+        """The fitted transition ``'a->b'``."""
+        self._require_fitted()
+        for tr in self.transitions:
+            if tr.key == key:
+                return tr
+        raise FitError(f"no transition {key!r}; fitted: {[t.key for t in self.transitions]}")
+
+    def summary(self) -> dict[str, Any]:
+        """Everything estimated, with standard errors and the AIC of every candidate (JSON)."""
+        self._require_fitted()
+        return {
+            "reference": self.reference,
+            "options": {"families": self.families if isinstance(self.families, str)
+                        else list(self.families) if not isinstance(self.families, Mapping)
+                        else {k: v if isinstance(v, str) else list(v)
+                              for k, v in self.families.items()},
+                        "clock": self.clock, "covariate_draw": self.covariate_draw,
+                        "site_effects": self.site_effects},
+            "initial_state": self.initial,
+            "transitions": [tr.summary() for tr in self.transitions],
+            "covariates": [{"name": s.name, "kind": s.kind, "center": s.center,
+                            "levels": list(s.levels)} for s in self.specs],
+            "sites": dict(zip(self.sites, self.site_shares, strict=True)),
+            "censoring": {s: c.__dict__ for s, c in self.censoring.items()},
+            "notes": [*self.notes, *getattr(self, "marginal_notes", [])],
+        }
+
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write ``scenario.toml`` (editable, simulate it with ``trajectories simulate``),
+        ``fit.json`` (:meth:`summary`) and ``baseline.parquet`` (the baseline rows)."""
+        directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()) and not overwrite:
+            raise FitError(f"{directory}: directory is not empty; choose another or pass "
+                           "overwrite=True")
+        directory.mkdir(parents=True, exist_ok=True)
+        write_scenario(self.to_scenario(), directory / SCENARIO_FILE)
+        (directory / FIT_FILE).write_text(
+            json.dumps(_jsonable(self.summary()), indent=2) + "\n", encoding="utf-8")
+        self.baseline_rows.write_parquet(directory / ROWS_FILE)
+        return directory
+
+
+def scenario_toml(scenario: Scenario) -> str:
+    """The scenario as TOML text that :func:`trajectories.scenario.load_scenario` reads back."""
+    import tomli_w
+
+    data = scenario.model_dump(mode="python", by_alias=True, exclude_none=True)
+    return tomli_w.dumps(_drop_empty(data))
+
+
+def write_scenario(scenario: Scenario, path: str | Path) -> Path:
+    """Write :func:`scenario_toml` to ``path``."""
+    path = Path(path)
+    path.write_text(scenario_toml(scenario), encoding="utf-8")
+    return path
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v not in ({}, [], "")}
+    if isinstance(value, list):
+        return [_drop_empty(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
