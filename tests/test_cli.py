@@ -179,3 +179,23 @@ def test_calibrate_reaches_published_targets(tmp_path: Path):
                            terminal_width=200)
     assert result.exit_code == 0, result.output
     assert load_scenario(tmp_path / "calibrated.toml").name == "oncology_nsclc_two_arm"
+
+
+def test_sharded_simulation_matches_whatever_the_workers(tmp_path: Path):
+    common = ["simulate", "ckd_progression", "--n", "900", "--seed", "5", "--block-size", "300",
+              "--shards", "auto"]
+    one = runner.invoke(app, [*common, "--out", str(tmp_path / "one")])
+    two = runner.invoke(app, [*common, "--workers", "2", "--out", str(tmp_path / "two")])
+    assert one.exit_code == 0 and two.exit_code == 0, (one.output, two.output)
+    parts = sorted(p.relative_to(tmp_path / "one")
+                   for p in (tmp_path / "one").rglob("*.parquet"))
+    assert len(parts) == 6
+    for part in parts:
+        assert (tmp_path / "one" / part).read_bytes() == (tmp_path / "two" / part).read_bytes()
+    sharded = Cohort.read(tmp_path / "one")
+    whole = runner.invoke(app, ["simulate", "ckd_progression", "--n", "900", "--seed", "5",
+                                "--block-size", "300", "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0
+    assert sharded.events.equals(Cohort.read(tmp_path / "whole").events)
+    bad = cli(*common, "--workers", "zero", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--workers must be a positive number" in bad.stderr

@@ -78,8 +78,25 @@ def simulate(
         int, typer.Option(help="Persons per independently seeded block (part of the output's "
                           "identity: keep the default to reproduce others' runs).")
     ] = 100_000,
+    shards: Annotated[
+        str | None, typer.Option(help="'auto': write a partitioned cohort, one Parquet file "
+                                 "per block (resumable; needed for --workers / --executor).")
+    ] = None,
+    workers: Annotated[
+        str, typer.Option(help="Worker processes for a sharded run: a number or 'auto'.")
+    ] = "1",
+    executor: Annotated[
+        str, typer.Option(help="Where blocks run: 'local' (process pool) or 'dask'.")
+    ] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster).")
+    ] = None,
 ) -> None:
-    """Simulate a cohort from SCENARIO (or a fitted --model) and write it to --out."""
+    """Simulate a cohort from SCENARIO (or a fitted --model) and write it to --out.
+
+    With --shards auto the cohort is written as one file per block, spread over --workers on
+    a local process pool or a Dask cluster; the files are identical whatever the workers, and
+    running the same command again after an interruption redoes only the missing blocks."""
     from trajectories.fit.model import SCENARIO_FILE
     from trajectories.simulate import MarkovSimulator
 
@@ -89,8 +106,29 @@ def simulate(
     if model is not None and not (model / SCENARIO_FILE).is_file():
         raise TrajectoriesError(f"{model}: not a model directory ({SCENARIO_FILE} missing)")
     simulator = MarkovSimulator(source, block_size=block_size)
-    directory = simulator.simulate_to(out_dir, n=n, seed=seed, overwrite=overwrite)
+    sharded = shards is not None or workers != "1" or executor != "local" or scheduler
+    if shards not in (None, "auto"):
+        raise TrajectoriesError(f"simulate: --shards takes 'auto' (one file per block), got "
+                                f"{shards!r}; choose the block size with --block-size")
+    if sharded:
+        from trajectories.simulate.sharded import simulate_sharded
+
+        count = workers if workers == "auto" else _positive_int(workers, "--workers")
+        directory = simulate_sharded(simulator, out_dir, n=n, seed=seed, executor=executor,
+                                     workers=count, scheduler=scheduler, overwrite=overwrite)
+    else:
+        directory = simulator.simulate_to(out_dir, n=n, seed=seed, overwrite=overwrite)
     out.print(f"wrote cohort of scenario [bold]{simulator.scenario.name}[/] to {directory}")
+
+
+def _positive_int(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise TrajectoriesError(f"{option} must be a positive number or 'auto', got {text!r}")
+    return value
 
 
 @app.command()

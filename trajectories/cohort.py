@@ -263,8 +263,13 @@ class Cohort:
 
     @classmethod
     def read(cls, directory: str | Path, check: bool = True) -> Cohort:
-        """Load a cohort directory written by :meth:`write` (or by the CLI)."""
+        """Load a cohort directory written by :meth:`write` or the CLI; a partitioned one
+        (``persons/`` and ``events/`` part files of a sharded run) is collected whole."""
         directory = Path(directory)
+        if (directory / "persons").is_dir() and (directory / "events").is_dir():
+            from trajectories.simulate.sharded import read_partitioned
+
+            return read_partitioned(directory).collect(check=check)
         paths = [directory / name for name in (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE)]
         for path in paths:
             if not path.is_file():

@@ -5,7 +5,9 @@ cumulative sums), never on rows one by one, so ten million persons take seconds.
 follow lifelines' conventions (the row at time 0, Greenwood variance, log(-log) intervals) so
 that they can be checked against it. Inputs are polars Series (numpy arrays and lists work
 too): ``time`` in days >= 0 (+inf allowed when censored), ``event``/``status`` integer codes.
-Curves are polars frames.
+Curves are polars frames. The ``*_from_counts`` estimators take the same data as tallies per
+(time, status) (:func:`tally`); tallies of disjoint parts of a cohort can simply be stacked,
+so a cohort too large for memory is estimated part by part, with the same curves.
 """
 
 from __future__ import annotations
@@ -72,6 +74,35 @@ def _frame(time: ArrayLike, status: ArrayLike, allowed: str) -> pl.DataFrame:
     return pl.DataFrame([t, s])
 
 
+def _tallies(counts: pl.DataFrame, allowed: str) -> pl.DataFrame:
+    """A checked [time, status, count] frame: the rules of :func:`_frame` plus counts >= 0."""
+    missing = [c for c in ("time", "status", "count") if c not in counts.columns]
+    if missing:
+        raise SurvivalDataError(
+            f"counts: missing column(s) {missing}; expected time, status, count (see tally)"
+        )
+    checked = _frame(counts.get_column("time"), counts.get_column("status"), allowed)
+    count = _column(counts.get_column("count"), "count", pl.Int64())
+    if count.min() < 0:
+        raise SurvivalDataError("count: values must be >= 0")
+    return checked.with_columns(count)
+
+
+def tally(time: ArrayLike, status: ArrayLike) -> pl.DataFrame:
+    """[time, status, count]: how many rows share each (time, status), sorted.
+
+    The additive summary of survival data: the ``*_from_counts`` estimators give the same
+    curves from it as the row-level ones, and from tallies of disjoint parts stacked together
+    (rows of equal time and status are added up). Compact when times are tied (whole days).
+    """
+    frame = _frame(time, status, "codes")
+    return (
+        frame.group_by("time", "status")
+        .agg(pl.len().cast(pl.Int64).alias("count"))
+        .sort("time", "status")
+    )
+
+
 def _z(alpha: float) -> float:
     if not 0 < alpha < 1:
         raise SurvivalDataError(f"alpha must be in (0, 1), got {alpha}")
@@ -80,10 +111,21 @@ def _z(alpha: float) -> float:
 
 def _event_table(frame: pl.DataFrame, cause: int | None = None) -> pl.DataFrame:
     """One row per distinct time, and a row at time 0: at_risk, removed, events (any nonzero
-    status), censored and, with ``cause``, cause_events. The fast path: sort, group, sums."""
-    aggregates = [pl.len().alias("removed"), (pl.col("status") != 0).sum().alias("events")]
-    if cause is not None:
-        aggregates.append((pl.col("status") == cause).sum().alias("cause_events"))
+    status), censored and, with ``cause``, cause_events. The fast path: sort, group, sums.
+    ``frame`` holds one row per observation, or tallies with a ``count`` column."""
+    if "count" in frame.columns:
+        weight = pl.col("count")
+        aggregates = [weight.sum().alias("removed"),
+                      weight.filter(pl.col("status") != 0).sum().alias("events")]
+        if cause is not None:
+            aggregates.append(weight.filter(pl.col("status") == cause).sum().alias(
+                "cause_events"))
+        total = int(frame.get_column("count").sum())
+    else:
+        aggregates = [pl.len().alias("removed"), (pl.col("status") != 0).sum().alias("events")]
+        if cause is not None:
+            aggregates.append((pl.col("status") == cause).sum().alias("cause_events"))
+        total = frame.height
     table = (
         frame.lazy()
         .sort("time")
@@ -99,7 +141,7 @@ def _event_table(frame: pl.DataFrame, cause: int | None = None) -> pl.DataFrame:
         table = pl.concat([zero, table])
     removed = pl.col("removed")
     return table.with_columns(
-        (frame.height - removed.cum_sum().shift(1, fill_value=0)).alias("at_risk"),
+        (total - removed.cum_sum().shift(1, fill_value=0)).alias("at_risk"),
         (removed - pl.col("events")).alias("censored"),
     )
 
@@ -125,10 +167,20 @@ def kaplan_meier(time: ArrayLike, event: ArrayLike, alpha: float = 0.05) -> pl.D
     ``confidence_interval_`` on the same timeline.
     """
     z = _z(alpha)
-    frame = _frame(time, event, "binary")
+    return _kaplan_meier_curve(_event_table(_frame(time, event, "binary")), z)
+
+
+def kaplan_meier_from_counts(counts: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
+    """:func:`kaplan_meier` from [time, status, count] tallies (status 1 event, 0 censored;
+    a (time, status) may repeat): the same curve as from the rows they count."""
+    z = _z(alpha)
+    return _kaplan_meier_curve(_event_table(_tallies(counts, "binary")), z)
+
+
+def _kaplan_meier_curve(table: pl.DataFrame, z: float) -> pl.DataFrame:
     n, d = pl.col("at_risk"), pl.col("events")
     curve = (
-        _event_table(frame)
+        table
         .lazy()
         .with_columns(
             ((n - d).cast(pl.Float64).log() - n.cast(pl.Float64).log()).cum_sum().alias("_log_s"),
@@ -176,8 +228,19 @@ def aalen_johansen(
     events at time 0 count.
     """
     z = _z(alpha)
-    frame = _frame(time, status, "codes")
-    table = _event_table(frame, cause=cause)
+    return _aalen_johansen_curve(_event_table(_frame(time, status, "codes"), cause=cause), z)
+
+
+def aalen_johansen_from_counts(
+    counts: pl.DataFrame, cause: int = 1, alpha: float = 0.05
+) -> pl.DataFrame:
+    """:func:`aalen_johansen` from [time, status, count] tallies (a (time, status) may
+    repeat): the same curve as from the rows they count."""
+    z = _z(alpha)
+    return _aalen_johansen_curve(_event_table(_tallies(counts, "codes"), cause=cause), z)
+
+
+def _aalen_johansen_curve(table: pl.DataFrame, z: float) -> pl.DataFrame:
     n = table.get_column("at_risk").to_numpy().astype(np.float64)
     d = table.get_column("events").to_numpy().astype(np.float64)
     dk = table.get_column("cause_events").to_numpy().astype(np.float64)

@@ -172,15 +172,25 @@ def infer_absorbing_states(cohort: Cohort) -> set[str]:
     leave it for another state. Robust to a few faulty paths; pass the scenario's absorbing
     states instead where they are known.
     """
-    spells = cohort.state_spells()
+    return absorbing_from_votes(absorbing_votes(cohort))
+
+
+def absorbing_votes(cohort: Cohort) -> pl.DataFrame:
+    """[state, terminal, left]: the counts :func:`infer_absorbing_states` weighs; votes of
+    disjoint parts of a cohort add up."""
     terminal = (
         pl.col("next_state").is_null()
         & (pl.col("start") == pl.col("stop"))
         & pl.col("exit").is_in(ABSORBED_EXITS)
     )
-    votes = spells.group_by("state").agg(
-        terminal.sum().alias("terminal"), pl.col("next_state").is_not_null().sum().alias("left")
+    return cohort.state_spells().group_by("state").agg(
+        terminal.sum().cast(pl.Int64).alias("terminal"),
+        pl.col("next_state").is_not_null().sum().cast(pl.Int64).alias("left"),
     )
+
+
+def absorbing_from_votes(votes: pl.DataFrame) -> set[str]:
+    """States whose terminal spells outnumber the spells leaving them (see absorbing_votes)."""
     return set(votes.filter(pl.col("terminal") > pl.col("left")).get_column("state").to_list())
 
 
@@ -210,10 +220,22 @@ def kaplan_meier_medians(sojourns: pl.DataFrame, by: str = "state") -> pl.DataFr
     The median is the first time the survival curve falls to 0.5 or below, as lifelines'
     ``median_survival_time_``; null when the curve never gets there.
     """
+    return medians_from_sojourn_counts(sojourn_counts(sojourns, by), by)
+
+
+def sojourn_counts(sojourns: pl.DataFrame, by: str = "state") -> pl.DataFrame:
+    """[by, duration, d, c]: completed stays (d) and all stays (c) per ``by`` and duration;
+    counts of disjoint parts of a cohort add up (sum them per ``by`` and duration)."""
+    return sojourns.group_by(by, "duration").agg(
+        pl.col("completed").sum().cast(pl.Int64).alias("d"), pl.len().cast(pl.Int64).alias("c")
+    )
+
+
+def medians_from_sojourn_counts(counts: pl.DataFrame, by: str = "state") -> pl.DataFrame:
+    """:func:`kaplan_meier_medians` from :func:`sojourn_counts` (one row per ``by`` and
+    duration: sum the counts of parts first)."""
     curve = (
-        sojourns.group_by(by, "duration")
-        .agg(pl.col("completed").sum().alias("d"), pl.len().alias("c"))
-        .sort(by, "duration")
+        counts.sort(by, "duration")
         .with_columns(pl.col("c").cum_sum(reverse=True).over(by).alias("at_risk"))
         .with_columns((1.0 - pl.col("d") / pl.col("at_risk")).cum_prod().over(by).alias("s"))
     )

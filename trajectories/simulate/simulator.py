@@ -67,7 +67,7 @@ class MarkovSimulator:
 
     def simulate(self, n: int | None = None, seed: int = 0) -> Cohort:
         """Simulate ``n`` persons (default: the sum of site sizes) into an in-memory Cohort."""
-        n = self._resolve_n(n, seed)
+        n = self.resolve_n(n, seed)
         persons, events = [], []
         for _, block_persons, block_events in self.iter_blocks(n, seed):
             persons.append(block_persons)
@@ -75,14 +75,14 @@ class MarkovSimulator:
         return Cohort(
             pl.concat(persons, how="vertical"),
             pl.concat(events, how="vertical"),
-            self._manifest(n, seed),
+            self.manifest_for(n, seed),
         )
 
     def simulate_to(
         self, directory: str | Path, n: int | None = None, seed: int = 0, overwrite: bool = False
     ) -> Path:
         """Simulate straight to a cohort directory, one block in memory at a time."""
-        n = self._resolve_n(n, seed)
+        n = self.resolve_n(n, seed)
         directory = prepare_output_directory(directory, overwrite)
         persons_writer = events_writer = None
         n_events = 0
@@ -104,14 +104,14 @@ class MarkovSimulator:
             for writer in (persons_writer, events_writer):
                 if writer is not None:
                     writer.close()
-        write_manifest(self._manifest(n, seed, n_events=n_events), directory)
+        write_manifest(self.manifest_for(n, seed, n_events=n_events), directory)
         return directory
 
     def iter_blocks(
         self, n: int, seed: int, blocks: Iterable[int] | None = None
     ) -> Iterator[tuple[int, pl.DataFrame, pl.DataFrame]]:
         """Yield (block, persons, events) for ``blocks`` (default: all, in order)."""
-        n = self._resolve_n(n, seed)
+        n = self.resolve_n(n, seed)
         total = block_count(n, self.block_size)
         chosen = range(total) if blocks is None else list(blocks)
         for block in progress.track(chosen, total=len(chosen), description="simulating blocks"):
@@ -190,7 +190,8 @@ class MarkovSimulator:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _resolve_n(self, n: int | None, seed: int) -> int:
+    def resolve_n(self, n: int | None, seed: int) -> int:
+        """The number of persons to simulate (checked), and a check of the seed."""
         sizes = [s.size for s in self.scenario.sites]
         if not isinstance(seed, int | np.integer) or seed < 0:
             raise TrajectoriesError(f"seed must be a non-negative integer, got {seed!r}")
@@ -210,7 +211,8 @@ class MarkovSimulator:
             raise TrajectoriesError(f"n must be a positive integer, got {n!r}")
         return int(n)
 
-    def _manifest(self, n: int, seed: int, **extra) -> Manifest:
+    def manifest_for(self, n: int, seed: int, **extra) -> Manifest:
+        """The manifest of a run of ``n`` persons with ``seed`` (extra keys added as given)."""
         return Manifest.new(
             self.generator_name,
             n,

@@ -1,0 +1,145 @@
+"""Executors: run one function over many work items on a local process pool or a Dask cluster.
+
+Sharded work (simulation blocks, validation aggregates of a partitioned cohort) goes through
+:func:`run_blocks`, so a laptop, a many-core server and a Dask cluster run the same code. The
+function must be importable by the workers (a module-level function) and the items picklable
+plain data: worker processes are started with ``spawn`` (and Dask workers are other processes,
+maybe other machines), so closures, lambdas and open handles do not travel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+from trajectories import progress
+from trajectories.errors import TrajectoriesError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+EXECUTORS = ("local", "dask")
+"""``local``: a process pool on this machine; ``dask``: a ``dask.distributed`` cluster."""
+
+AUTO = "auto"
+
+
+class ExecutorError(TrajectoriesError):
+    """An executor cannot be set up or lost a worker (bad option, unreachable scheduler...)."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | str) -> int:
+    """``workers`` as a positive count; ``"auto"`` is :func:`available_cores`."""
+    if workers == AUTO:
+        return available_cores()
+    if isinstance(workers, str) and workers.isdigit():
+        workers = int(workers)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ExecutorError(f"workers must be a positive integer or 'auto', got {workers!r}")
+    return workers
+
+
+def run_blocks(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    executor: str = "local",
+    workers: int | str = 1,
+    scheduler: str | None = None,
+    description: str = "blocks",
+) -> Iterator[R]:
+    """Yield ``fn(item)`` for every item, in completion order, on the chosen executor.
+
+    ``local``: in this process when ``workers`` is 1, else a ``spawn`` process pool of
+    ``workers`` processes. ``dask``: the cluster whose scheduler listens at ``scheduler``
+    (``tcp://host:8786``; its own workers run the items, ``workers`` is not used), or a
+    ``LocalCluster`` of ``workers`` single-threaded processes when ``scheduler`` is None.
+    Results should say which item they belong to. The first failing item stops the run: items
+    not started are cancelled and its exception is raised. Progress (items done, time left)
+    goes through :func:`trajectories.progress.track`.
+    """
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if scheduler is not None and executor != "dask":
+        raise ExecutorError(
+            f"a scheduler address ({scheduler!r}) only applies to executor 'dask', "
+            f"not {executor!r}"
+        )
+    count = resolve_workers(workers)
+    items = list(items)
+    if executor == "local":
+        results = _run_local(fn, items, count)
+    else:
+        results = _run_dask(fn, items, count, scheduler)
+    return progress.track(results, total=len(items), description=description)
+
+
+def _run_local(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
+    if workers == 1 or len(items) <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context)
+    pending = {pool.submit(fn, item) for item in items}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    except BrokenProcessPool:
+        raise ExecutorError(
+            "a worker process died (killed, or out of memory?); the items already finished are "
+            "kept, so running again resumes; fewer workers or smaller blocks use less memory"
+        ) from None
+    finally:
+        # Items not started are dropped; items running finish (each is at most one block).
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_dask(
+    fn: Callable[[T], R], items: Sequence[T], workers: int, scheduler: str | None
+) -> Iterator[R]:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ExecutorError(
+            "executor 'dask' needs dask.distributed: pip install 'dask[distributed]'"
+        ) from None
+    with contextlib.ExitStack() as stack:
+        if scheduler is None:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="30s"))
+            except (OSError, TimeoutError, ValueError) as error:
+                raise ExecutorError(
+                    f"cannot reach the Dask scheduler at {scheduler!r}: {error}"
+                ) from None
+        futures = client.map(fn, list(items), pure=False)
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
