@@ -4,12 +4,16 @@ errors users can cause."""
 
 from __future__ import annotations
 
+import gc
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from scipy import stats
 
 from trajectories.cohort import Cohort
@@ -24,6 +28,7 @@ from trajectories.fit.covariates import (
 from trajectories.fit.processes import _in_spells
 from trajectories.fit.references import stanford_heart
 from trajectories.io import from_survival_table
+from trajectories.scenario import load_scenario, scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 from validation import compare
 
@@ -135,6 +140,46 @@ def test_age_is_derived_from_birth_dates_and_resampling_keeps_rows_and_sites():
     share = drawn.filter(pl.col("site") == "A")["person_id"].value_counts()["count"] / (
         (sites == 0).sum())
     assert np.all(np.abs(share.to_numpy() - 1 / 3) < 4 * math.sqrt(2 / 9 / (sites == 0).sum()))
+
+
+def test_resampled_rows_round_trip_through_a_moved_model_directory(full_model, full_reference,
+                                                                    tmp_path):
+    scenario = full_model.to_scenario()
+    assert scenario.baseline is not None
+    assert sorted(scenario.baseline_columns()) == ["age", "arm", "sex"]
+    ours = full_model.simulate(2000, seed=4)
+    # each new person carries a whole reference row of its own site
+    rows = baseline_rows(full_reference)
+    assert ours.persons.join(rows, on=["site", "age", "arm", "sex"], how="anti").height == 0
+    saved = full_model.save(tmp_path / "model")
+    assert '[baseline]\nrows = "baseline.parquet"' in (saved / "scenario.toml").read_text()
+    moved = Path(shutil.move(saved, tmp_path / "moved"))
+    loaded = load_scenario(moved / "scenario.toml")
+    assert loaded.baseline.rows == str((moved / "baseline.parquet").resolve())
+    assert loaded.content_hash() == scenario.content_hash()
+    theirs = MarkovSimulator(loaded).simulate(2000, seed=4)
+    assert_frame_equal(ours.persons, theirs.persons)
+    assert_frame_equal(ours.events, theirs.events)
+
+
+def test_an_in_memory_scenario_keeps_its_rows_when_the_model_is_gone(stanford):
+    scenario = MultiStateModel(processes=False).fit(stanford).to_scenario()
+    gc.collect()
+    assert Path(scenario.baseline.rows).is_file()
+    again = scenario_from_dict(scenario.model_dump(mode="json", by_alias=True))
+    assert again.content_hash() == scenario.content_hash()
+    marginal = MultiStateModel(covariate_draw="marginal", processes=False).fit(stanford)
+    assert marginal.to_scenario().baseline is None
+    cohort = marginal.simulate(300, seed=1)
+    # marginal draws: ages are not the reference's values
+    assert cohort.persons.join(baseline_rows(stanford), on="age", how="semi").height == 0
+
+
+def test_a_reference_without_covariates_needs_no_baseline_rows():
+    frame = pd.DataFrame({"t": np.arange(1.0, 13.0), "e": [1] * 12})
+    model = MultiStateModel().fit(from_survival_table(frame, "t", "e"))
+    assert model.specs == [] and model.to_scenario().baseline is None
+    assert model.simulate(50, seed=0).n_persons == 50
 
 
 def test_truncated_normal_marginals_keep_each_site_mean():

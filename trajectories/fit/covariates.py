@@ -1,6 +1,7 @@
-"""Baseline covariates of a reference cohort: the rows to resample, how each column enters the
-hazard models (centred number or dummy-coded levels), and per-site marginal distributions that
-today's scenario schema can carry (truncated normals and categorical levels).
+"""Baseline covariates of a reference cohort: the rows to resample (and the scenario's
+``[baseline]`` table pointing to them), how each column enters the hazard models (centred
+number or dummy-coded levels), and per-site marginal distributions (truncated normals and
+categorical levels) that declare the covariates and serve ``covariate_draw='marginal'``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -177,7 +179,7 @@ def marginals(
         low, high = float(values.min()), float(values.max())
         if values.n_unique() <= 2:
             notes.append(f"covariate {spec.name!r} takes two values; drawn from a truncated "
-                         "normal with its mean until the scenario can resample baseline rows")
+                         "normal with its mean (covariate_draw='resample' keeps its values)")
         stats_by_site = rows.group_by("site").agg(
             pl.col(spec.name).cast(pl.Float64).mean().alias("mean"),
             pl.col(spec.name).cast(pl.Float64).var(ddof=0).alias("var"),
@@ -204,6 +206,13 @@ def _normalised(shares: dict[str, float]) -> dict[str, float]:
     last = next(reversed(out))
     out[last] = max(0.0, 1.0 - sum(v for k, v in out.items() if k != last))
     return out
+
+
+def baseline_table(rows_file: str | Path, specs: Sequence[CovariateSpec]) -> dict[str, object]:
+    """The scenario's ``[baseline]`` table: new persons take whole rows of ``rows_file`` (as
+    written by :func:`baseline_rows`) from their own site, for every covariate in ``specs``."""
+    return {"rows": str(rows_file), "site_column": "site",
+            "columns": [spec.name for spec in specs]}
 
 
 # -- resampling ------------------------------------------------------------------------------------

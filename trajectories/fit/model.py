@@ -5,7 +5,8 @@ observed transition (family and clock chosen by AIC, or as asked), the sites' ha
 covariates' distributions, censoring and the visit, measurement and drug processes, and turns
 them into a :class:`~trajectories.scenario.Scenario`. ``simulate`` is exactly
 ``MarkovSimulator(model.to_scenario()).simulate``, and ``save`` writes the scenario as an
-editable TOML file beside the fitted estimates.
+editable TOML file beside the fitted estimates and the reference's baseline rows (which the
+scenario resamples, by default).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from trajectories.fit import processes
 from trajectories.fit.covariates import (
     CovariateSpec,
     baseline_rows,
+    baseline_table,
     column_label,
     describe,
     design,
@@ -117,9 +121,10 @@ class MultiStateModel:
     used (default: all, with age from birth dates and sex when complete). ``centers``: values
     at which numeric covariates are centred (default: their means). ``site_effects``: hazard
     ratios per site as fixed effects, ``shrunk`` towards the pooled estimate (empirical Bayes),
-    or ``none``. ``covariate_draw``: how new persons get covariates; ``resample`` (reference
-    rows per site) needs scenario support still to come, so the scenario carries per-site
-    marginals meanwhile (see :attr:`notes`).
+    or ``none``. ``covariate_draw``: how new persons get covariates; ``resample`` draws whole
+    reference rows of their site (the scenario's ``[baseline]`` table, so covariates keep their
+    joint law), ``marginal`` each covariate from its per-site marginal (truncated normal or
+    level shares) independently. The scenario declares the marginals either way.
     """
 
     def __init__(
@@ -147,6 +152,7 @@ class MultiStateModel:
         self.fit_processes = processes
         self.name = name
         self._scenario: Scenario | None = None
+        self._rows_dir: tempfile.TemporaryDirectory | None = None
 
     # -- fitting -----------------------------------------------------------------------------------
 
@@ -190,12 +196,8 @@ class MultiStateModel:
         self.processes = (processes.fit_processes(cohort, spells, self.transient, categorical)
                           if self.fit_processes else processes.Processes())
         self.notes += self.processes.notes
-        if self.covariate_draw == "resample":
-            self.notes.append(
-                "covariate_draw='resample': the scenario schema cannot yet carry baseline rows, "
-                "so the scenario draws each covariate from per-site marginals; the rows are "
-                f"saved as {ROWS_FILE}")
         self._scenario = None
+        self._rows_dir = None
         return self
 
     def _states(self, cohort: Cohort, spells: pl.DataFrame) -> None:
@@ -348,8 +350,17 @@ class MultiStateModel:
                                   "loss_to_followup_per_year": loss[site]}
         return calendar, followup, per_site
 
+    def _rows_file(self) -> Path:
+        """The baseline rows as Parquet in a folder that lives as long as the model or any
+        scenario it made (an in-memory model's scenario must point to a file)."""
+        if self._rows_dir is None:
+            self._rows_dir = tempfile.TemporaryDirectory(prefix="trajectories-model-")
+            self.baseline_rows.write_parquet(Path(self._rows_dir.name) / ROWS_FILE)
+        return Path(self._rows_dir.name) / ROWS_FILE
+
     def scenario_dict(self) -> dict[str, Any]:
-        """The scenario as a plain dict (what the TOML file holds)."""
+        """The scenario as a plain dict (what the TOML file holds; ``[baseline] rows`` points to
+        the model's own copy of the rows until :meth:`save`)."""
         self._require_fitted()
         covariates, case_mix, notes = marginals(self.baseline_rows, self.specs, self.sites)
         calendar, followup, site_censoring = self._calendar()
@@ -369,7 +380,9 @@ class MultiStateModel:
                                            else dict(self.initial))
         name = self.name or "fitted_" + "".join(
             ch if ch.isalnum() or ch in "_-." else "_" for ch in self.reference["generator"])
-        self.marginal_notes = notes
+        resample = self.covariate_draw == "resample" and bool(self.specs)  # else nothing to draw
+        self.marginal_notes = [] if resample else notes
+        baseline = {"baseline": baseline_table(self._rows_file(), self.specs)} if resample else {}
         return {
             "name": name[:64],
             "description": (f"Fitted by MultiStateModel to {self.reference['n_persons']} "
@@ -382,12 +395,16 @@ class MultiStateModel:
             "followup": followup,
             "sites": sites,
             **self.processes.scenario_entries(),
+            **baseline,
         }
 
     def to_scenario(self) -> Scenario:
         """The fitted scenario, validated (cached until the next fit)."""
         if self._scenario is None:
-            self._scenario = scenario_from_dict(self.scenario_dict(), source="<fitted model>")
+            scenario = scenario_from_dict(self.scenario_dict(), source="<fitted model>")
+            if scenario.baseline is not None:
+                scenario.baseline._keep_alive = self._rows_dir  # the rows outlive the model
+            self._scenario = scenario
         return self._scenario
 
     def simulate(self, n: int, seed: int = 0, block_size: int = DEFAULT_BLOCK_SIZE) -> Cohort:
@@ -426,31 +443,44 @@ class MultiStateModel:
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write ``scenario.toml`` (editable, simulate it with ``trajectories simulate``),
-        ``fit.json`` (:meth:`summary`) and ``baseline.parquet`` (the baseline rows)."""
+        ``fit.json`` (:meth:`summary`) and ``baseline.parquet`` (the baseline rows, which the
+        scenario names by a relative path: the directory can be moved as a whole)."""
         directory = Path(directory)
         if directory.exists() and any(directory.iterdir()) and not overwrite:
             raise FitError(f"{directory}: directory is not empty; choose another or pass "
                            "overwrite=True")
         directory.mkdir(parents=True, exist_ok=True)
-        write_scenario(self.to_scenario(), directory / SCENARIO_FILE)
+        scenario = self.to_scenario()
+        # The same bytes as the scenario's rows: same sha256, so the same content hash.
+        shutil.copyfile(self._rows_file(), directory / ROWS_FILE)
+        (directory / SCENARIO_FILE).write_text(scenario_toml(scenario, rows=ROWS_FILE),
+                                               encoding="utf-8")
         (directory / FIT_FILE).write_text(
             json.dumps(_jsonable(self.summary()), indent=2) + "\n", encoding="utf-8")
-        self.baseline_rows.write_parquet(directory / ROWS_FILE)
         return directory
 
 
-def scenario_toml(scenario: Scenario) -> str:
-    """The scenario as TOML text that :func:`trajectories.scenario.load_scenario` reads back."""
+def scenario_toml(scenario: Scenario, rows: str | None = None) -> str:
+    """The scenario as TOML text that :func:`trajectories.scenario.load_scenario` reads back;
+    ``rows`` replaces the ``[baseline] rows`` path (absolute in a loaded scenario)."""
     import tomli_w
 
     data = scenario.model_dump(mode="python", by_alias=True, exclude_none=True)
+    if rows is not None and "baseline" in data:
+        data["baseline"]["rows"] = rows
     return tomli_w.dumps(_drop_empty(data))
 
 
 def write_scenario(scenario: Scenario, path: str | Path) -> Path:
-    """Write :func:`scenario_toml` to ``path``."""
+    """Write :func:`scenario_toml` to ``path``; baseline rows inside ``path``'s folder are
+    named relative to it (the folder stays relocatable), others by their absolute path."""
     path = Path(path)
-    path.write_text(scenario_toml(scenario), encoding="utf-8")
+    rows = None
+    if scenario.baseline is not None:
+        file = Path(scenario.baseline.rows)
+        folder = path.parent.resolve()
+        rows = file.relative_to(folder).as_posix() if file.is_relative_to(folder) else str(file)
+    path.write_text(scenario_toml(scenario, rows=rows), encoding="utf-8")
     return path
 
 

@@ -8,21 +8,29 @@ from typing import Any
 from pydantic import ValidationError
 
 from trajectories.errors import ScenarioError
-from trajectories.scenario.schema import Scenario
+from trajectories.scenario.schema import BASE_DIR, Scenario
 from trajectories.tomlfile import explain, read_toml
 
 
-def scenario_from_dict(data: dict[str, Any], source: str = "<dict>") -> Scenario:
-    """Validate an already parsed scenario; ``source`` names it in error messages."""
+def scenario_from_dict(
+    data: dict[str, Any], source: str = "<dict>", base_dir: str | Path | None = None
+) -> Scenario:
+    """Validate an already parsed scenario; ``source`` names it in error messages.
+
+    A relative ``[baseline] rows`` path resolves against ``base_dir`` (default: the current
+    directory); the validated scenario holds it as an absolute path.
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={BASE_DIR: base.resolve()})
     except ValidationError as error:
         lines = explain(error)
         raise ScenarioError(f"invalid scenario {source}:\n" + "\n".join(lines)) from None
 
 
 def load_scenario(source: str | Path) -> Scenario:
-    """Load a scenario from a TOML path or the name of a built-in scenario."""
+    """Load a scenario from a TOML path or the name of a built-in scenario (a relative
+    ``[baseline] rows`` path is relative to the file's folder)."""
     path = Path(source)
     if not path.is_file():
         from scenarios import builtin_path
@@ -36,4 +44,5 @@ def load_scenario(source: str | Path) -> Scenario:
                 f"built-ins: {', '.join(available())}"
             )
         path = builtin
-    return scenario_from_dict(read_toml(path, "scenario", ScenarioError), source=str(path))
+    return scenario_from_dict(read_toml(path, "scenario", ScenarioError), source=str(path),
+                              base_dir=path.parent)

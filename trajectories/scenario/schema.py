@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import polars as pl
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from trajectories.hazards import Hazard, NonNegative, Positive
 
@@ -134,6 +145,69 @@ NUMERIC_KINDS = (NormalCovariate, UniformCovariate)
 
 DEFAULT_AGE = NormalCovariate(mean=60.0, sd=12.0, min=18.0, max=95.0, center=60.0)
 DEFAULT_SEX = CategoricalCovariate(levels={"F": 0.5, "M": 0.5})
+
+
+BASE_DIR = "base_dir"
+"""Validation-context key: the folder a relative ``[baseline] rows`` path resolves against
+(the scenario file's folder; the current directory when absent)."""
+
+
+class Baseline(_Strict):
+    """Reference baseline rows: new persons get whole rows, drawn within their own site, for
+    ``columns``, so those covariates keep their joint distribution per site.
+
+    ``rows`` is made absolute when the scenario is validated (so a scenario passed on as a
+    dict still finds it); the content hash uses the file's ``sha256``, never the path.
+    """
+
+    rows: str = Field(description="Parquet file; a relative path is relative to the scenario "
+                      "file's folder")
+    site_column: str = "site"
+    columns: list[str] | None = Field(
+        default=None,
+        description="declared covariates the rows replace (default: every declared covariate "
+        "that is a column of the file)",
+    )
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="of the file; filled on load, checked when given"
+    )
+    _table: pl.DataFrame | None = PrivateAttr(default=None)
+    _keep_alive: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_rows(cls, data: Any, handler, info: ValidationInfo) -> Baseline:
+        if isinstance(data, Baseline) or not isinstance(data, dict) or not isinstance(
+                data.get("rows"), str):
+            return handler(data)
+        base = Path((info.context or {}).get(BASE_DIR) or Path.cwd())
+        path = Path(data["rows"]).expanduser()
+        path = (path if path.is_absolute() else base / path).resolve()
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise ValueError(
+                f"rows file {path} cannot be read: {error.strerror or error}") from None
+        digest = hashlib.sha256(content).hexdigest()
+        given = data.get("sha256")
+        if isinstance(given, str) and given != digest:
+            raise ValueError(
+                f"rows file {path} has sha256 {digest}, but the scenario gives sha256 = "
+                f"{given!r}: the file changed; restore it, or update or remove sha256"
+            )
+        try:
+            table = pl.read_parquet(io.BytesIO(content))
+        except Exception as error:  # polars raises several kinds for a non-Parquet file
+            raise ValueError(f"rows file {path} is not a readable Parquet file: {error}") from None
+        baseline = handler({**data, "rows": str(path), "sha256": digest})
+        baseline._table = table
+        return baseline
+
+    def table(self) -> pl.DataFrame:
+        """The rows as read when the scenario was validated (re-read if built otherwise)."""
+        if self._table is None:
+            self._table = pl.read_parquet(self.rows)
+        return self._table
 
 
 class Frailty(_Strict):
@@ -258,6 +332,9 @@ class Scenario(_Strict):
     concepts: dict[str, ConceptMapping] = Field(
         default_factory=dict, description="event code (e.g. 'state:relapse') -> OMOP concept"
     )
+    baseline: Baseline | None = Field(
+        default=None, description="reference rows resampled per site for some covariates"
+    )
     endpoints: list[dict[str, Any]] = Field(
         default_factory=list,
         description="[[endpoints]] tables for validation (read by validation.endpoints); "
@@ -287,6 +364,7 @@ class Scenario(_Strict):
             + self._process_problems()
             + self._concept_problems()
             + self._endpoint_problems()
+            + self._baseline_problems()
         )
         if problems:
             raise ValueError("; ".join(problems))
@@ -486,6 +564,60 @@ class Scenario(_Strict):
                     )
         return problems
 
+    def _baseline_problems(self) -> list[str]:
+        if self.baseline is None:
+            return []
+        table, file = self.baseline.table(), self.baseline.rows
+        where = f"baseline (rows {file})"
+        problems = []
+        site_column = self.baseline.site_column
+        if site_column not in table.columns:
+            problems.append(f"{where}: site_column {site_column!r} is not a column of the file; "
+                            f"it has {table.columns}")
+        if self.baseline.columns == []:
+            problems.append(f"{where}: columns is empty; name the covariates the rows replace, "
+                            "or leave it out for every declared covariate in the file")
+        if self.baseline.columns is not None:
+            for name in self.baseline.columns:
+                if name not in self.covariates:
+                    problems.append(f"{where}: columns names {name!r}, which is not a declared "
+                                    f"covariate; declared: {sorted(self.covariates)}")
+                elif name not in table.columns:
+                    problems.append(f"{where}: columns names {name!r}, which is not a column of "
+                                    f"the file; it has {table.columns}")
+        elif not self.baseline_columns():
+            problems.append(f"{where}: the file has none of the declared covariates "
+                            f"{sorted(self.covariates)} as a column; it has {table.columns}")
+        if problems:
+            return problems
+        for name in [site_column, *self.baseline_columns()]:
+            column = table.get_column(name)
+            missing = column.null_count() + (
+                int((~column.is_finite()).sum()) if column.dtype.is_float() else 0)
+            if missing:
+                problems.append(f"{where}: column {name!r} has {missing} null, NaN or infinite "
+                                "value(s); every row must be complete in the columns used")
+        for name in self.baseline_columns():
+            column, spec = table.get_column(name), self.covariates[name]
+            if isinstance(spec, CategoricalCovariate):
+                unknown = sorted(set(column.drop_nulls().cast(pl.String).unique().to_list())
+                                 - set(spec.levels))
+                if unknown:
+                    problems.append(f"{where}: column {name!r} has value(s) {unknown[:10]} "
+                                    f"outside the declared levels {list(spec.levels)}")
+            elif not (column.dtype.is_numeric() or column.dtype == pl.Boolean):
+                problems.append(f"{where}: covariate {name!r} is numeric ({spec.kind}) but the "
+                                f"file's column is {column.dtype}")
+            elif name == "age" and (column.cast(pl.Float64) < 0).any():
+                problems.append(f"{where}: column 'age' has negative values")
+        if site_column in table.columns:
+            present = set(table.get_column(site_column).drop_nulls().cast(pl.String).to_list())
+            empty = [s.name for s in self.sites if s.name not in present]
+            if empty:
+                problems.append(f"{where}: no rows for site(s) {empty} in column "
+                                f"{site_column!r}; it holds {sorted(present)[:10]}")
+        return problems
+
     # -- conveniences --------------------------------------------------------------------------
 
     @property
@@ -525,7 +657,22 @@ class Scenario(_Strict):
             return {self.initial_state: 1.0}
         return dict(self.initial_state)
 
+    def baseline_columns(self) -> list[str]:
+        """The declared covariates drawn from baseline rows (none without ``[baseline]``)."""
+        if self.baseline is None:
+            return []
+        if self.baseline.columns is not None:
+            return list(self.baseline.columns)
+        present = set(self.baseline.table().columns) - {self.baseline.site_column}
+        return [name for name in self.covariates if name in present]
+
     def content_hash(self) -> str:
-        """SHA-256 of the validated content (comments and layout of the file do not count)."""
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        """SHA-256 of the validated content (comments and layout of the file do not count;
+        baseline rows count by their file's sha256, not by where the file lies)."""
+        data = self.model_dump(mode="json", by_alias=True)
+        if self.baseline is None:
+            del data["baseline"]  # scenarios without rows keep the hash they always had
+        else:
+            del data["baseline"]["rows"]
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,4 +1,5 @@
-"""Baseline draws for a block of persons: site, covariates, dates, censoring, hazard multipliers."""
+"""Baseline draws for a block of persons: site, covariates (drawn, or whole reference rows of
+the person's site), dates, censoring, hazard multipliers."""
 
 from __future__ import annotations
 
@@ -87,7 +88,9 @@ def _multipliers(plan: Plan, pop_site, numeric, categorical, rng: np.random.Gene
     scenario = plan.scenario
     log_m = np.log(plan.site_hazard_ratios[pop_site])  # (m, K)
     for t in plan.transitions:
-        for name, effect in t.spec.effects.items():
+        # Summed in name order: a scenario read back from TOML (which moves tables after plain
+        # values) gives the same floating-point multipliers, hence the same cohort.
+        for name, effect in sorted(t.spec.effects.items()):
             spec = scenario.covariates[name]
             if isinstance(spec, CategoricalCovariate):
                 levels = list(spec.levels)
@@ -118,6 +121,12 @@ def draw_population(plan: Plan, start: int, stop: int, rng: np.random.Generator)
             categorical[name] = (u[:, None] >= cumulative[:, :-1]).sum(axis=1)
         else:
             numeric[name] = _numeric(spec, plan.site_mean_shift(name)[site], u)
+    if plan.baseline is not None:
+        # After the declared draws, one uniform per person picks a whole row of its site.
+        pick = plan.baseline.pick(site, rng.random(m))
+        numeric.update({name: values[pick] for name, values in plan.baseline.numeric.items()})
+        categorical.update({name: levels[pick]
+                            for name, levels in plan.baseline.categorical.items()})
     index_day, birth_day = _dates(plan, site, numeric["age"], rng.random(m))
     censor_time, lost = _censoring(plan, site, index_day, rng)
     initial_cumulative = np.cumsum(plan.initial_probabilities)
