@@ -1,7 +1,8 @@
 """Baseline covariates of a reference cohort: the rows to resample (and the scenario's
 ``[baseline]`` table pointing to them), how each column enters the hazard models (centred
 number or dummy-coded levels), and per-site marginal distributions (truncated normals and
-categorical levels) that declare the covariates and serve ``covariate_draw='marginal'``.
+categorical levels) that declare the covariates and serve ``covariate_draw='marginal'``,
+with the normal-scores correlation that joins them there (the scenario's ``[copula]``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from scipy import optimize, stats
+from scipy.special import ndtri
 
 from trajectories.cohort import Cohort
 from trajectories.errors import TrajectoriesError
@@ -198,6 +200,62 @@ def marginals(
                 site_location = truncated_normal_location(row["mean"], sd, low, high)
                 case_mix[row["site"]][spec.name] = site_location - location
     return covariates, case_mix, notes
+
+
+COPULA_MAX_CORRELATION = 0.999
+"""Estimated correlations are clipped to +-this (a perfectly tied pair has no density)."""
+COPULA_MIN_EIGENVALUE = 1e-3
+"""Smallest eigenvalue kept (a rounded matrix must stay positive definite)."""
+SITE_COLUMN = "site"
+
+
+def copula_table(rows: pl.DataFrame, specs: Sequence[CovariateSpec]) -> dict[str, object] | None:
+    """The scenario's ``[copula]``: the normal-scores correlation of the covariates (None when
+    fewer than two vary).
+
+    Each covariate is ranked within its site (numbers by value, categories by their level
+    position in ``specs``; ties take the mid-rank): a person spans the normal interval
+    (a, b) = Phi^-1 of its rank range / n and scores g = Phi^-1(mid-rank / n). Pearson
+    correlations of the scores, pooled over sites (so case-mix is not mistaken for
+    dependence), are divided by each score's attenuation E[Z g] / sd(g) (1 without ties,
+    E[Z | a < Z < b] = (phi(a) - phi(b)) / (Phi(b) - Phi(a)) with them), which undoes the
+    loss of coarse categories to first order; the matrix is then made positive definite.
+    """
+    scores, attenuation, names = [], [], []
+    for spec in specs:
+        value = pl.col(spec.name)
+        if spec.kind == "categorical":
+            value = value.cast(pl.String).replace_strict(
+                list(spec.levels), list(range(len(spec.levels))), return_dtype=pl.Int64)
+        else:
+            value = value.cast(pl.Float64)
+        n = pl.len().over(SITE_COLUMN)
+        ranks = rows.select(
+            ((value.rank("min").over(SITE_COLUMN) - 1) / n).alias("low"),
+            (value.rank("max").over(SITE_COLUMN) / n).alias("high"),
+        )
+        low, high = ranks["low"].to_numpy(), ranks["high"].to_numpy()
+        g = ndtri((low + high) / 2)
+        if g.size < 3 or np.std(g) == 0:
+            continue
+        a, b = ndtri(low), ndtri(high)
+        inside = (stats.norm.pdf(a) - stats.norm.pdf(b)) / (high - low)
+        scores.append(g)
+        attenuation.append(float(np.mean(g * inside) / np.std(g)))
+        names.append(spec.name)
+    if len(names) < 2:
+        return None
+    r = np.corrcoef(np.column_stack(scores), rowvar=False) / np.outer(attenuation, attenuation)
+    r = np.clip((r + r.T) / 2, -COPULA_MAX_CORRELATION, COPULA_MAX_CORRELATION)
+    np.fill_diagonal(r, 1.0)
+    values, vectors = np.linalg.eigh(r)
+    if values[0] < COPULA_MIN_EIGENVALUE:
+        r = (vectors * np.maximum(values, COPULA_MIN_EIGENVALUE)) @ vectors.T
+        scale = 1 / np.sqrt(np.diag(r))
+        r = r * np.outer(scale, scale)
+    r = np.round((r + r.T) / 2, 6)
+    np.fill_diagonal(r, 1.0)
+    return {"covariates": names, "correlation": r.tolist()}
 
 
 def _normalised(shares: dict[str, float]) -> dict[str, float]:

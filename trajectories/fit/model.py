@@ -33,6 +33,7 @@ from trajectories.fit.covariates import (
     baseline_rows,
     baseline_table,
     column_label,
+    copula_table,
     describe,
     design,
     marginals,
@@ -124,7 +125,9 @@ class MultiStateModel:
     or ``none``. ``covariate_draw``: how new persons get covariates; ``resample`` draws whole
     reference rows of their site (the scenario's ``[baseline]`` table, so covariates keep their
     joint law), ``marginal`` each covariate from its per-site marginal (truncated normal or
-    level shares) independently. The scenario declares the marginals either way.
+    level shares) joined by a Gaussian copula (the scenario's ``[copula]``: the reference's
+    within-site normal-scores correlation, one matrix for all sites). The scenario declares
+    the marginals either way.
     """
 
     def __init__(
@@ -383,6 +386,7 @@ class MultiStateModel:
         resample = self.covariate_draw == "resample" and bool(self.specs)  # else nothing to draw
         self.marginal_notes = [] if resample else notes
         baseline = {"baseline": baseline_table(self._rows_file(), self.specs)} if resample else {}
+        copula = None if resample else copula_table(self.baseline_rows, self.specs)
         return {
             "name": name[:64],
             "description": (f"Fitted by MultiStateModel to {self.reference['n_persons']} "
@@ -396,6 +400,7 @@ class MultiStateModel:
             "sites": sites,
             **self.processes.scenario_entries(),
             **baseline,
+            **({"copula": copula} if copula else {}),
         }
 
     def to_scenario(self) -> Scenario:

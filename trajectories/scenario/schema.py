@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import polars as pl
 from pydantic import (
     BaseModel,
@@ -210,6 +211,23 @@ class Baseline(_Strict):
         return self._table
 
 
+class Copula(_Strict):
+    """A Gaussian copula joining some declared covariates: their inverse-CDF uniforms come from
+    correlated standard normals (``correlation``: of the normal scores, rows and columns in the
+    order of ``covariates``). One matrix for every site; the marginals stay per site."""
+
+    covariates: list[str]
+    correlation: list[list[Annotated[float, Field(allow_inf_nan=False)]]]
+
+    def cholesky(self) -> np.ndarray:
+        """Lower-triangular L with L @ L.T = correlation (validated positive definite)."""
+        return np.linalg.cholesky(np.asarray(self.correlation, dtype=float))
+
+
+COPULA_TOLERANCE = 1e-9
+"""Symmetry and unit-diagonal tolerance of a copula's correlation matrix."""
+
+
 class Frailty(_Strict):
     """A person-level gamma random effect with mean 1 multiplying one transition's hazard."""
 
@@ -335,6 +353,9 @@ class Scenario(_Strict):
     baseline: Baseline | None = Field(
         default=None, description="reference rows resampled per site for some covariates"
     )
+    copula: Copula | None = Field(
+        default=None, description="Gaussian copula correlating some drawn covariates"
+    )
     endpoints: list[dict[str, Any]] = Field(
         default_factory=list,
         description="[[endpoints]] tables for validation (read by validation.endpoints); "
@@ -365,6 +386,7 @@ class Scenario(_Strict):
             + self._concept_problems()
             + self._endpoint_problems()
             + self._baseline_problems()
+            + self._copula_problems()
         )
         if problems:
             raise ValueError("; ".join(problems))
@@ -618,6 +640,43 @@ class Scenario(_Strict):
                                 f"{site_column!r}; it holds {sorted(present)[:10]}")
         return problems
 
+    def _copula_problems(self) -> list[str]:
+        if self.copula is None:
+            return []
+        names, matrix = self.copula.covariates, self.copula.correlation
+        problems = [f"copula: covariates names {n!r} twice" for n in sorted(set(names))
+                    if names.count(n) > 1]
+        if len(names) < 2:
+            problems.append(f"copula: covariates needs at least two covariates, got {names}")
+        for name in names:
+            if name not in self.covariates:
+                problems.append(f"copula: covariates names {name!r}, which is not a declared "
+                                f"covariate; declared: {sorted(self.covariates)}")
+            elif name in self.baseline_columns():
+                problems.append(f"copula: covariates names {name!r}, which [baseline] rows "
+                                "replace; leave it out of one of them")
+        k = len(names)
+        if len(matrix) != k or any(len(row) != k for row in matrix):
+            problems.append(f"copula: correlation must be {k} x {k} (a row and a column per "
+                            f"entry of covariates), got rows of lengths {[len(r) for r in matrix]}")
+            return problems
+        r = np.asarray(matrix, dtype=float).reshape(k, k)
+        if np.any(np.abs(np.diag(r) - 1.0) > COPULA_TOLERANCE):
+            problems.append(f"copula: correlation must have 1 on its diagonal, got "
+                            f"{np.diag(r).tolist()}")
+        asymmetric = np.argwhere(np.abs(r - r.T) > COPULA_TOLERANCE)
+        if asymmetric.size:
+            i, j = asymmetric[0]
+            problems.append(f"copula: correlation must be symmetric; [{i}][{j}] = {r[i, j]} but "
+                            f"[{j}][{i}] = {r[j, i]}")
+        if not problems and k:
+            try:
+                np.linalg.cholesky(r)
+            except np.linalg.LinAlgError:
+                problems.append(f"copula: correlation must be positive definite; its smallest "
+                                f"eigenvalue is {np.linalg.eigvalsh(r)[0]:.3g}")
+        return problems
+
     # -- conveniences --------------------------------------------------------------------------
 
     @property
@@ -674,5 +733,7 @@ class Scenario(_Strict):
             del data["baseline"]  # scenarios without rows keep the hash they always had
         else:
             del data["baseline"]["rows"]
+        if self.copula is None:
+            del data["copula"]  # nor do scenarios without a copula
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,5 +1,6 @@
-"""Baseline draws for a block of persons: site, covariates (drawn, or whole reference rows of
-the person's site), dates, censoring, hazard multipliers."""
+"""Baseline draws for a block of persons: site, covariates (drawn, optionally joined by a
+Gaussian copula, or whole reference rows of the person's site), dates, censoring, hazard
+multipliers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from trajectories.scenario.schema import CategoricalCovariate, NormalCovariate, UniformCovariate
+from trajectories.scenario.schema import (
+    CategoricalCovariate,
+    Copula,
+    NormalCovariate,
+    UniformCovariate,
+)
 from trajectories.simulate.plan import Plan
 
 DAYS_PER_YEAR = 365.25
@@ -51,6 +57,16 @@ def _numeric(spec, shift: np.ndarray, u: np.ndarray) -> np.ndarray:
     mean = spec.mean + shift
     low, high = ndtr((spec.min - mean) / spec.sd), ndtr((spec.max - mean) / spec.sd)
     return np.clip(mean + spec.sd * ndtri(low + u * (high - low)), spec.min, spec.max)
+
+
+def _copula_uniforms(copula: Copula, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Covariate -> uniforms Phi(Z) with Z = N(0, 1)^(m x k) @ L.T: correlated normal scores.
+
+    The (m, k) normals come from one call, row by row (person by person)."""
+    z = rng.standard_normal((m, len(copula.covariates))) @ copula.cholesky().T
+    # Phi(z) rounds to 1 beyond z ~ 8.3; keep u < 1 as rng.random does.
+    u = np.minimum(ndtr(z), np.nextafter(1.0, 0.0))
+    return {name: u[:, j] for j, name in enumerate(copula.covariates)}
 
 
 def _dates(plan: Plan, site: np.ndarray, age: np.ndarray, u: np.ndarray):
@@ -109,13 +125,27 @@ def _multipliers(plan: Plan, pop_site, numeric, categorical, rng: np.random.Gene
 
 
 def draw_population(plan: Plan, start: int, stop: int, rng: np.random.Generator) -> Population:
-    """Draw the baseline of global persons [start, stop) from the block's stream ``rng``."""
+    """Draw the baseline of global persons [start, stop) from the block's stream ``rng``.
+
+    Each declared covariate, in declared order, is its inverse CDF at a uniform ``u`` (its
+    site's case-mix applied). Without ``[copula]`` each draws ``u = rng.random(m)`` in turn;
+    with one, the first copula covariate (in declared order) draws the (m, k) correlated
+    normals in its place and every copula covariate takes its column of ``Phi(Z)``, while the
+    others draw as before. A scenario without a copula draws exactly what it always did.
+    """
     scenario = plan.scenario
     site = _sites(plan, start, stop, rng)
     m = site.size
     numeric, categorical = {}, {}
+    linked = set() if scenario.copula is None else set(scenario.copula.covariates)
+    joint: dict[str, np.ndarray] | None = None
     for name, spec in scenario.covariates.items():
-        u = rng.random(m)
+        if name in linked:
+            if joint is None:
+                joint = _copula_uniforms(scenario.copula, m, rng)
+            u = joint[name]
+        else:
+            u = rng.random(m)
         if isinstance(spec, CategoricalCovariate):
             cumulative = plan.site_level_cumulative(name)[site]
             categorical[name] = (u[:, None] >= cumulative[:, :-1]).sum(axis=1)
