@@ -19,10 +19,13 @@ from trajectories import Cohort, Manifest
 from trajectories.io.omop import (
     EXPORT_TABLES,
     OmopError,
+    duckdb_writer,
+    omop_blocks,
     omop_tables,
     write_duckdb,
     write_parquet,
 )
+from trajectories.io.omop import tables as cdm_tables
 from trajectories.io.omop.spec import (
     cdm_spec,
     field_level_subset,
@@ -477,3 +480,87 @@ def test_death_domain_events_give_one_death_row_and_keep_the_rest(cohort):
     assert alive_rows["death_date"].to_list() == alive_even["index_date"].to_list()
     causes = dict(death.group_by("cause_source_value").len().iter_rows())
     assert causes == {"crp": even.height, "death": (dead & (persons["person_id"] % 2 == 1)).sum()}
+
+
+# -- streaming from a cohort directory ---------------------------------------------------------
+
+
+def test_a_cohort_directory_exports_the_tables_of_the_cohort_for_any_block_size(
+    cohort, exported, tmp_path, monkeypatch
+):
+    """Streamed block by block from disk, with DuckDB row groups of 1000 rows so that rows
+    wait for the next block several times per table: the same tables, row for row."""
+    directory = cohort.write(tmp_path / "cohort")
+    for block_size in (97, 700, 5000):
+        streamed = omop_tables(directory, block_size=block_size)
+        for table, frame in exported["tables"].items():
+            assert streamed[table].equals(frame), (block_size, table)
+    monkeypatch.setattr(duckdb_writer, "ROW_GROUP_ROWS", 1000)
+    counts = write_duckdb(directory, tmp_path / "cdm.duckdb", block_size=333)
+    assert counts == exported["counts_db"]
+    assert counts["visit_occurrence"] > 10 * 1000  # several full row groups, then the rest
+    write_parquet(str(directory), tmp_path / "parquet", block_size=333)
+    with duckdb.connect(str(tmp_path / "cdm.duckdb"), read_only=True) as con:
+        for table, frame in exported["tables"].items():
+            assert con.sql(f'SELECT * FROM "{table}"').pl().equals(frame), table
+            assert pl.read_parquet(tmp_path / "parquet" / f"{table}.parquet").equals(frame)
+
+
+def test_rows_go_to_duckdb_a_whole_row_group_at_a_time_in_order(monkeypatch):
+    monkeypatch.setattr(duckdb_writer, "ROW_GROUP_ROWS", 8)
+    groups = duckdb_writer._RowGroups()
+    sizes, start, handed = [5, 7, 20, 1, 3, 16], 0, []
+    for size in sizes:
+        handed += groups.add("t", pa.table({"x": np.arange(start, start + size)}))
+        start += size
+    assert [g.num_rows for g in handed] == [8] * 6 and groups.rest()["t"].num_rows == 4
+    rows = pa.concat_tables([*handed, groups.rest()["t"]]).column("x").to_pylist()
+    assert rows == list(range(sum(sizes)))
+    assert groups.add("u", pa.table({"x": np.arange(3)})) == []
+    assert set(groups.rest()) == {"t", "u"}
+
+
+def test_blocks_built_ahead_or_in_line_are_the_same(cohort):
+    ahead = list(omop_blocks(cohort, 400))
+    in_line = list(omop_blocks(cohort, 400, ahead=False))
+    assert len(ahead) == len(in_line) == 1 + 4
+    for first, second in zip(ahead, in_line, strict=True):
+        assert first.keys() == second.keys()
+        assert all(first[name].equals(second[name]) for name in first)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_events_of_persons_absent_from_persons_are_refused(cohort, shuffle):
+    """An unchecked cohort whose events name persons it lacks (the first, one at a block
+    boundary, the last): the export stops, counting and naming them, whatever the layout."""
+    events = cohort.events
+    if shuffle:
+        events = events.sort(pl.col("person_id").hash(seed=3), maintain_order=True)
+    ids = cohort.persons["person_id"]
+    for dropped in (ids[0], ids[400], ids[-1]):
+        persons = cohort.persons.filter(pl.col("person_id") != dropped)
+        unchecked = Cohort(persons, events, cohort.manifest, check=False)
+        n = (events["person_id"] == dropped).sum()
+        with pytest.raises(OmopError, match=rf"events\.person_id: {n} event\(s\) of persons "
+                                            rf"absent from persons \(e\.g\. \[{dropped}\]\)"):
+            omop_tables(unchecked, block_size=400)
+
+
+def test_visit_search_helpers_agree_with_brute_force():
+    """Running maximum per person and 'last visit of the person started at or before t',
+    on integer-valued times so that ties are common."""
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(1, 40, size=300)
+    person = np.repeat(np.arange(300) * 3, lengths)  # gaps: persons without visits
+    start = np.concatenate([np.sort(rng.integers(0, 50, n)) for n in lengths]).astype(float)
+    end = start + rng.integers(0, 30, size=start.size)
+    longest = cdm_tables._running_max(person, end)
+    for p in np.unique(person):
+        mine = person == p
+        np.testing.assert_array_equal(longest[mine], np.maximum.accumulate(end[mine]))
+    query_person = np.sort(rng.integers(-1, 3 * 300 + 1, size=2000))
+    query_time = rng.integers(-1, 52, size=2000).astype(float)
+    found = cdm_tables._last_at_or_before(person, start, query_person, query_time)
+    for i in range(query_person.size):
+        candidates = np.flatnonzero((person == query_person[i]) & (start <= query_time[i]))
+        assert found[i] == (candidates[-1] if candidates.size else -1)

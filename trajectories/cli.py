@@ -248,12 +248,11 @@ def export_omop(
     ] = 50_000,
 ) -> None:
     """Export a cohort as OMOP CDM v5.4 tables (DuckDB, PostgreSQL or Parquet)."""
-    from trajectories.cohort import Cohort
     from trajectories.io.omop import write_duckdb, write_parquet, write_postgres
     from trajectories.io.omop.postgres import shown_url
 
     _exactly_one("export omop", duckdb_file, parquet_dir, postgres)
-    cohort = Cohort.read(cohort_dir)
+    cohort = cohort_dir  # the writers stream it from disk one block of persons at a time
     if duckdb_file is not None:
         counts = write_duckdb(cohort, duckdb_file, block_size=block_size, overwrite=overwrite)
         target = str(duckdb_file)

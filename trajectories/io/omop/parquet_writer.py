@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trajectories import progress
-from trajectories.cohort import Cohort
+from trajectories.cohort_blocks import CohortSource, cohort_blocks
 from trajectories.io.omop.spec import EXPORT_TABLES, OmopError, arrow_schema
 from trajectories.io.omop.tables import omop_blocks
 
@@ -39,27 +39,29 @@ def _prepare(directory: Path, overwrite: bool) -> None:
 
 
 def write_parquet(
-    cohort: Cohort,
+    source: CohortSource,
     directory: str | Path,
     *,
     block_size: int = 50_000,
     overwrite: bool = False,
     compression: str = "zstd",
 ) -> dict[str, int]:
-    """Export ``cohort`` to one Parquet file per CDM table; return rows written per table."""
+    """Export a cohort (in memory, or a cohort directory streamed block by block) to one
+    Parquet file per CDM table; return rows written per table."""
     directory = Path(directory)
+    blocks = cohort_blocks(source)
     _prepare(directory, overwrite)
     schemas = {table: arrow_schema(table) for table in EXPORT_TABLES}
     writers: dict[str, pq.ParquetWriter] = {}
     counts = dict.fromkeys(EXPORT_TABLES, 0)
-    blocks = 1 + math.ceil(cohort.n_persons / max(block_size, 1))
+    total = 1 + math.ceil(blocks.n_persons / max(block_size, 1))
     try:
         for table in EXPORT_TABLES:
             writers[table] = pq.ParquetWriter(
                 parquet_path(directory, table), schemas[table], compression=compression
             )
         for block in progress.track(
-            omop_blocks(cohort, block_size), total=blocks, description="OMOP -> Parquet"
+            omop_blocks(blocks, block_size), total=total, description="OMOP -> Parquet"
         ):
             for table, frame in block.items():
                 if frame.height:

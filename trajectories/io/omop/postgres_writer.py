@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from trajectories import progress
-from trajectories.cohort import Cohort
+from trajectories.cohort_blocks import CohortSource, cohort_blocks
 from trajectories.io.omop.postgres import (
     check_schema,
     check_url,
@@ -99,15 +99,15 @@ def _copy(con: psycopg.Connection, schema: str, table: str, frame: pl.DataFrame)
 
 
 def write_postgres(
-    cohort: Cohort,
+    source: CohortSource,
     url: str,
     schema: str,
     *,
     block_size: int = 50_000,
     overwrite: bool = False,
 ) -> dict[str, int]:
-    """Export ``cohort`` to the CDM tables of ``schema`` in the database at ``url``; return
-    rows written per table.
+    """Export a cohort (in memory, or a cohort directory streamed block by block) to the CDM
+    tables of ``schema`` in the database at ``url``; return rows written per table.
 
     The schema is created when missing; CDM tables already in it are refused unless
     ``overwrite``, which replaces them (other tables of the schema, a vocabulary say, stay).
@@ -115,7 +115,8 @@ def write_postgres(
     """
     url, schema = check_url(url), check_schema(schema)
     counts = dict.fromkeys(EXPORT_TABLES, 0)
-    blocks = 1 + math.ceil(cohort.n_persons / max(block_size, 1))
+    blocks = cohort_blocks(source)
+    total = 1 + math.ceil(blocks.n_persons / max(block_size, 1))
     table = None
     with connect(url) as con:
         try:
@@ -124,7 +125,7 @@ def write_postgres(
                 for table in EXPORT_TABLES:
                     con.execute(create_table(schema, table))
                 for block in progress.track(
-                    omop_blocks(cohort, block_size), total=blocks,
+                    omop_blocks(blocks, block_size), total=total,
                     description="OMOP -> PostgreSQL",
                 ):
                     for table, frame in block.items():

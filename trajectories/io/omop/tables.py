@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from trajectories.cohort import Cohort, same_person_as_previous
+from trajectories.cohort import Manifest, same_person_as_previous
+from trajectories.cohort_blocks import CohortBlocks, CohortSource, built_ahead, cohort_blocks
 from trajectories.io.omop.spec import EXPORT_TABLES, OmopError, cdm_spec, polars_dtype
 
 EHR = 32817
@@ -133,6 +134,15 @@ def concept_table(codes: list[str], concepts: dict[str, Any] | None) -> pl.DataF
 
 # -- conforming to the specification -----------------------------------------------------------
 
+def _needs_cut(frame: pl.DataFrame, name: str, length: int) -> bool:
+    """Whether a text column may hold values over ``length`` characters (bytes bound chars:
+    a column whose longest value has at most ``length`` bytes is left as it is)."""
+    if frame.schema[name] != pl.String:
+        return True
+    longest = frame.get_column(name).str.len_bytes().max()
+    return longest is not None and longest > length
+
+
 def conform(frame: pl.DataFrame, table: str) -> pl.DataFrame:
     """``frame`` with exactly the spec's columns of ``table`` in DDL order and types.
 
@@ -147,9 +157,12 @@ def conform(frame: pl.DataFrame, table: str) -> pl.DataFrame:
         if field.name not in frame.columns:
             columns.append(pl.lit(None, dtype=dtype).alias(field.name))
             continue
-        column = pl.col(field.name).cast(dtype, strict=False)
-        if field.varchar_length is not None:
-            column = column.str.slice(0, field.varchar_length)
+        column = pl.col(field.name)
+        if frame.schema[field.name] != dtype:
+            column = column.cast(dtype, strict=False)
+        length = field.varchar_length
+        if length is not None and _needs_cut(frame, field.name, length):
+            column = column.str.slice(0, length)
         columns.append(column)
     out = frame.select(columns)
     for field in cdm_spec()[table]:
@@ -167,10 +180,16 @@ def conform(frame: pl.DataFrame, table: str) -> pl.DataFrame:
 
 # -- person-level building blocks -----------------------------------------------------------
 
+DOMAINS = tuple(DOMAIN_TABLES)
+"""Domain names; an event row carries its domain as the index into this tuple."""
+VISIT, DEATH, OBSERVATION = (DOMAINS.index(name) for name in ("visit", "death", "observation"))
+
+
 def _at(days: pl.Expr) -> pl.Expr:
     """index_date + ``days`` (float) as a timestamp, truncated to the microsecond."""
     micros = (days * MICROSECONDS_PER_DAY).floor().cast(pl.Int64)
-    return pl.col("index_date").cast(pl.Datetime("us")) + pl.duration(microseconds=micros)
+    midnight = pl.col("index_date").cast(pl.Int64) * MICROSECONDS_PER_DAY
+    return (midnight + micros).cast(pl.Datetime("us"))
 
 
 def _birth_columns(persons: pl.DataFrame) -> list[pl.Expr]:
@@ -227,124 +246,170 @@ def _observation_period(persons: pl.DataFrame, first_id: int) -> pl.DataFrame:
     )
 
 
+def _person_rows(persons: pl.DataFrame, events: pl.DataFrame) -> pl.Series:
+    """Each event's person as a row number of ``persons`` (binary search when persons are
+    sorted by id, else a join); an event of an id absent from ``persons`` raises."""
+    ids = persons.get_column("person_id")
+    if ids.len() and ids.is_sorted():
+        row = pl.col("_person")
+        found = events.select(
+            "person_id", pl.lit(ids).search_sorted(pl.col("person_id")).alias("_person")
+        ).with_columns(
+            pl.when(pl.lit(ids).gather(row.clip(upper_bound=ids.len() - 1)) == pl.col("person_id"))
+            .then(row)
+            .alias("_person")
+        )
+    else:
+        found = events.select("person_id").join(
+            persons.select("person_id", pl.int_range(pl.len(), dtype=pl.UInt32).alias("_person")),
+            on="person_id", how="left", maintain_order="left",
+        )
+    strangers = found.filter(pl.col("_person").is_null())
+    if strangers.height:
+        raise OmopError(
+            f"events.person_id: {strangers.height} event(s) of persons absent from persons "
+            f"(e.g. {strangers.get_column('person_id').unique().head(3).to_list()})"
+        )
+    return found.get_column("_person")
+
+
 def _route(events: pl.DataFrame, persons: pl.DataFrame, concepts: pl.DataFrame) -> pl.DataFrame:
-    """Events (numbered in block order) with their person's index date and site and the CDM
-    domain they go to.
+    """Events with their person's row in the block (``_person``), index date and site, their
+    code's row in ``concepts`` (``_code``), their domain (``_domain``, see DOMAINS) and their
+    start and end as timestamps and dates.
 
     Death-domain events after a person's first one are re-routed to OBSERVATION, so that no
     row is lost while DEATH keeps one row per person.
     """
-    domains = dict(zip(concepts["code"], concepts["domain"], strict=True))
-    rows = (
-        events.select("person_id", "time", "end_time", "code", "value")
-        .with_row_index("_row")
-        .join(
-            persons.select("person_id", "index_date", "care_site_id"),
-            on="person_id",
-            how="left",
-            maintain_order="left",
-        )
-        .with_columns(
-            pl.col("code").replace_strict(domains, return_dtype=pl.String).alias("domain")
-        )
+    domains = concepts.get_column("domain").replace_strict(
+        DOMAINS, range(len(DOMAINS)), return_dtype=pl.UInt8
     )
-    deaths = rows.filter(pl.col("domain") == "death")
-    later = deaths.filter(~pl.col("person_id").is_first_distinct()).get_column("_row")
-    if later.len():
+    person = pl.col("_person")
+    rows = events.select(
+        "person_id",
+        "time",
+        "end_time",
+        "value",
+        pl.col("code").cast(pl.Enum(concepts.get_column("code"))).to_physical().alias("_code"),
+        _person_rows(persons, events),
+    ).with_columns(
+        pl.lit(persons.get_column("index_date")).gather(person).alias("index_date"),
+        pl.lit(persons.get_column("care_site_id")).gather(person).alias("care_site_id"),
+        pl.lit(domains).gather(pl.col("_code")).alias("_domain"),
+    )
+    deaths = rows.filter(pl.col("_domain") == DEATH).get_column("_person")
+    if deaths.len() > deaths.n_unique():
+        death = pl.col("_domain") == DEATH
+        later = death & ~pl.when(death).then(person).is_first_distinct()
         rows = rows.with_columns(
-            pl.when(pl.col("_row").is_in(later.implode()))
-            .then(pl.lit("observation"))
-            .otherwise(pl.col("domain"))
-            .alias("domain")
+            pl.when(later).then(pl.lit(OBSERVATION, dtype=pl.UInt8)).otherwise(pl.col("_domain"))
+            .alias("_domain")
         )
-    return rows
-
-
-def _described(rows: pl.DataFrame, concepts: pl.DataFrame) -> pl.DataFrame:
-    """``rows`` with their concept columns and start/end timestamps and dates."""
-    return (
-        rows.join(concepts.drop("domain"), on="code", how="left", maintain_order="left")
-        .with_columns(
-            _at(pl.col("time")).alias("start_datetime"),
-            _at(pl.col("end_time")).alias("end_datetime"),
-        )
-        .with_columns(
-            pl.col("start_datetime").dt.date().alias("start_date"),
-            pl.col("end_datetime").dt.date().alias("end_date"),
-        )
+    return rows.with_columns(
+        _at(pl.col("time")).alias("start_datetime"),
+        _at(pl.col("end_time")).alias("end_datetime"),
+    ).with_columns(
+        pl.col("start_datetime").cast(pl.Date).alias("start_date"),
+        pl.col("end_datetime").cast(pl.Date).alias("end_date"),
     )
 
 
-def _link_visits(others: pl.DataFrame, visits: pl.DataFrame) -> pl.Series:
-    """visit_occurrence_id of the visit of the same person covering each event's time.
+def _running_max(segment: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Running maximum of ``values`` that restarts where ``segment`` changes (each segment's
+    rows consecutive): a doubling scan, one vectorised step per power of two up to the
+    longest segment."""
+    out = values.copy()
+    step = 1
+    while step < out.size:
+        same = segment[step:] == segment[:-step]
+        if not same.any():
+            break
+        out[step:] = np.maximum(out[step:], np.where(same, out[:-step], -np.inf))
+        step *= 2
+    return out
+
+
+def _last_at_or_before(
+    segment: np.ndarray, keys: np.ndarray, query_segment: np.ndarray, query_keys: np.ndarray
+) -> np.ndarray:
+    """For each query, the index of the last row of its segment whose key is <= the query's
+    key, or -1 (rows sorted by segment, then key).
+
+    One binary search per query on (segment, key) pairs packed as complex numbers, which
+    numpy orders by real part, then imaginary part: exact for integer segments below 2**53.
+    """
+    def pack(segments: np.ndarray, values: np.ndarray) -> np.ndarray:
+        packed = np.empty(segments.size, dtype=np.complex128)
+        packed.real, packed.imag = segments, values
+        return packed
+
+    found = np.searchsorted(pack(segment, keys), pack(query_segment, query_keys),
+                            side="right") - 1
+    same = segment[np.maximum(found, 0)] == query_segment
+    return np.where((found >= 0) & same, found, -1)
+
+
+def _link_visits(others: pl.DataFrame, visits: pl.DataFrame, first_id: int) -> pl.Series:
+    """visit_occurrence_id of the visit of the same person covering each event's time
+    (visits numbered from ``first_id`` in row order).
 
     Among covering visits the one that started last wins; if it does not cover, the visit
-    ending last among those already started is the only candidate. One as-of join, no loops.
+    ending last among those already started is the only candidate. Both frames are in
+    (person, time) order: a running maximum and one vectorised binary search, no loops.
     """
-    spans = (
-        visits.select(
-            "person_id",
-            pl.col("time").alias("visit_start"),
-            pl.coalesce("end_time", "time").alias("visit_end"),
-            "visit_occurrence_id",
-        )
-        .with_columns(pl.col("visit_end").cum_max().over("person_id").alias("longest_end"))
-        .with_columns(
-            pl.when(pl.col("visit_end") == pl.col("longest_end"))
-            .then(pl.col("visit_occurrence_id"))
-            .otherwise(None)
-            .forward_fill()
-            .over("person_id")
-            .alias("longest_id")
-        )
+    if visits.height == 0 or others.height == 0:
+        return pl.Series("visit_occurrence_id", [None] * others.height, dtype=pl.Int64)
+    person = visits.get_column("_person").to_numpy()
+    start = visits.get_column("time").to_numpy()
+    end = visits.select(pl.coalesce("end_time", "time")).to_series().to_numpy()
+    longest_end = _running_max(person, end)
+    position = np.arange(visits.height)
+    longest = np.maximum.accumulate(np.where(end == longest_end, position, -1))
+    time = others.get_column("time").to_numpy()
+    last = _last_at_or_before(person, start, others.get_column("_person").to_numpy(), time)
+    found = last >= 0
+    last = np.where(found, last, 0)
+    chosen = np.where(
+        found & (end[last] >= time),
+        last,
+        np.where(found & (longest_end[last] >= time), longest[last], -1),
     )
-    # both sides are in time order within each person, which is all a grouped as-of join needs
-    found = others.select("person_id", "time").join_asof(
-        spans,
-        left_on="time",
-        right_on="visit_start",
-        by="person_id",
-        strategy="backward",
-        check_sortedness=False,
-    )
-    time = pl.col("time")
-    return found.select(
-        pl.when(pl.col("visit_end") >= time)
-        .then(pl.col("visit_occurrence_id"))
-        .when(pl.col("longest_end") >= time)
-        .then(pl.col("longest_id"))
-        .otherwise(None)
-        .alias("visit_occurrence_id")
-    ).get_column("visit_occurrence_id")
+    ids = pl.Series("visit_occurrence_id", chosen + first_id, dtype=pl.Int64)
+    return ids.set(pl.Series(chosen < 0), None)
 
 
 def _event_id(name: str, first_id: int) -> pl.Expr:
     return (pl.int_range(pl.len(), dtype=pl.Int64) + first_id).alias(name)
 
 
-def _common(prefix: str, date: str) -> list[pl.Expr | str]:
+def _concept(concepts: pl.DataFrame, column: str) -> pl.Expr:
+    """``column`` of ``concepts`` for each row, by the row's ``_code``."""
+    return pl.lit(concepts.get_column(column)).gather(pl.col("_code"))
+
+
+def _common(concepts: pl.DataFrame, prefix: str, date: str) -> list[pl.Expr | str]:
     """The columns every event table shares: person, concept, start date and time, type,
     visit, source value and source concept (0: no source vocabulary)."""
     return [
         "person_id",
-        pl.col("concept_id").alias(f"{prefix}_concept_id"),
+        _concept(concepts, "concept_id").alias(f"{prefix}_concept_id"),
         pl.col("start_date").alias(f"{date}_date"),
         pl.col("start_datetime").alias(f"{date}_datetime"),
-        pl.col("type_concept_id").alias(f"{prefix}_type_concept_id"),
+        _concept(concepts, "type_concept_id").alias(f"{prefix}_type_concept_id"),
         "visit_occurrence_id",
-        pl.col("source_value").alias(f"{prefix}_source_value"),
+        _concept(concepts, "source_value").alias(f"{prefix}_source_value"),
         pl.lit(0).alias(f"{prefix}_source_concept_id"),
     ]
 
 
-def _death(persons: pl.DataFrame, deaths: pl.DataFrame) -> pl.DataFrame:
+def _death(persons: pl.DataFrame, deaths: pl.DataFrame, concepts: pl.DataFrame) -> pl.DataFrame:
     """One row per person who died (exit 'death') or has a death-domain event."""
     causes = deaths.select(
         "person_id",
         pl.col("time").alias("cause_time"),
-        pl.col("concept_id").alias("cause_concept_id"),
-        pl.col("source_value").alias("cause_source_value"),
-        pl.col("type_concept_id").alias("death_type_concept_id"),
+        _concept(concepts, "concept_id").alias("cause_concept_id"),
+        _concept(concepts, "source_value").alias("cause_source_value"),
+        _concept(concepts, "type_concept_id").alias("death_type_concept_id"),
     )
     joined = persons.select("person_id", "index_date", "followup_end", "exit").join(
         causes, on="person_id", how="left", maintain_order="left"
@@ -372,21 +437,25 @@ def block_tables(
     """The person-level CDM tables of one block of persons (and only their events).
 
     ``persons`` carries ``care_site_id``; ``events`` are these persons' events in person then
-    time order; ``first_ids`` gives each id-carrying table's first id for this block.
+    time order; ``concepts`` has a row for each of their codes (:func:`concept_table`);
+    ``first_ids`` gives each id-carrying table's first id for this block.
     """
     rows = _route(events, persons, concepts)
-    domain = pl.col("domain")
-    visits = rows.filter(domain == "visit").with_columns(
-        _event_id("visit_occurrence_id", first_ids["visit_occurrence"])
-    )
-    others = rows.filter(domain != "visit")
-    others = others.with_columns(_link_visits(others, visits))
-    visits = _described(visits, concepts)
+    domain = pl.col("_domain")
+    visits = rows.filter(domain == VISIT)
+    others = rows.filter(domain != VISIT)
+    first_visit = first_ids["visit_occurrence"]
+    others = others.with_columns(_link_visits(others, visits, first_visit))
+    visits = visits.with_columns(_event_id("visit_occurrence_id", first_visit))
+    parts = others.partition_by("_domain", as_dict=True, maintain_order=True)
     by_domain = {
-        name: _described(others.filter(domain == name), concepts)
-        for name in DOMAIN_TABLES
+        name: parts.get((DOMAINS.index(name),), others.clear())
+        for name in DOMAINS
         if name != "visit"
     }
+
+    def concept(column: str) -> pl.Expr:
+        return _concept(concepts, column)
 
     tables = {
         "person": _person(persons),
@@ -394,15 +463,15 @@ def block_tables(
         "visit_occurrence": visits.select(
             "visit_occurrence_id",
             "person_id",
-            pl.col("concept_id").alias("visit_concept_id"),
+            concept("concept_id").alias("visit_concept_id"),
             pl.col("start_date").alias("visit_start_date"),
             pl.col("start_datetime").alias("visit_start_datetime"),
             pl.col("end_date").fill_null(pl.col("start_date")).alias("visit_end_date"),
             pl.col("end_datetime").fill_null(pl.col("start_datetime"))
             .alias("visit_end_datetime"),
-            pl.col("type_concept_id").alias("visit_type_concept_id"),
+            concept("type_concept_id").alias("visit_type_concept_id"),
             "care_site_id",
-            pl.col("source_value").alias("visit_source_value"),
+            concept("source_value").alias("visit_source_value"),
             pl.lit(0).alias("visit_source_concept_id"),
             pl.when(same_person_as_previous())
             .then(pl.col("visit_occurrence_id").shift(1))
@@ -410,13 +479,13 @@ def block_tables(
         ),
         "condition_occurrence": by_domain["condition"].select(
             _event_id("condition_occurrence_id", first_ids["condition_occurrence"]),
-            *_common("condition", "condition_start"),
+            *_common(concepts, "condition", "condition_start"),
             pl.col("end_date").alias("condition_end_date"),
             pl.col("end_datetime").alias("condition_end_datetime"),
         ),
         "drug_exposure": by_domain["drug"].select(
             _event_id("drug_exposure_id", first_ids["drug_exposure"]),
-            *_common("drug", "drug_exposure_start"),
+            *_common(concepts, "drug", "drug_exposure_start"),
             pl.col("end_date").fill_null(pl.col("start_date")).alias("drug_exposure_end_date"),
             pl.col("end_datetime").fill_null(pl.col("start_datetime"))
             .alias("drug_exposure_end_datetime"),
@@ -424,36 +493,36 @@ def block_tables(
         ),
         "procedure_occurrence": by_domain["procedure"].select(
             _event_id("procedure_occurrence_id", first_ids["procedure_occurrence"]),
-            *_common("procedure", "procedure"),
+            *_common(concepts, "procedure", "procedure"),
             pl.col("end_date").alias("procedure_end_date"),
             pl.col("end_datetime").alias("procedure_end_datetime"),
         ),
         "measurement": by_domain["measurement"].select(
             _event_id("measurement_id", first_ids["measurement"]),
-            *_common("measurement", "measurement"),
+            *_common(concepts, "measurement", "measurement"),
             pl.col("value").alias("value_as_number"),
-            "unit_concept_id",
-            "unit_source_value",
+            concept("unit_concept_id").alias("unit_concept_id"),
+            concept("unit_source_value").alias("unit_source_value"),
         ),
         "observation": by_domain["observation"].select(
             _event_id("observation_id", first_ids["observation"]),
-            *_common("observation", "observation"),
+            *_common(concepts, "observation", "observation"),
             pl.col("value").alias("value_as_number"),
-            "unit_concept_id",
-            "unit_source_value",
+            concept("unit_concept_id").alias("unit_concept_id"),
+            concept("unit_source_value").alias("unit_source_value"),
         ),
-        "death": _death(persons, by_domain["death"]),
+        "death": _death(persons, by_domain["death"], concepts),
     }
     return {name: conform(frame, name) for name, frame in tables.items()}
 
 
 # -- whole-cohort tables ------------------------------------------------------------------------
 
-def care_sites(persons: pl.DataFrame) -> pl.DataFrame:
-    """site -> care_site_id: 1, 2, ... in sorted site order."""
-    sites = persons.get_column("site").unique().sort()
+def care_sites(sites: pl.Series) -> pl.DataFrame:
+    """site -> care_site_id: 1, 2, ... in sorted order of the distinct ``sites``."""
+    distinct = sites.unique().sort()
     return pl.DataFrame(
-        {"site": sites, "care_site_id": np.arange(1, sites.len() + 1, dtype=np.int64)}
+        {"site": distinct, "care_site_id": np.arange(1, distinct.len() + 1, dtype=np.int64)}
     )
 
 
@@ -464,11 +533,10 @@ def _release_date(created: str | None) -> dt.date:
         return dt.date.today()
 
 
-def reference_tables(cohort: Cohort, sites: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def reference_tables(manifest: Manifest, sites: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """CARE_SITE (one row per site), LOCATION (empty: no addresses) and CDM_SOURCE."""
     from trajectories import __version__
 
-    manifest = cohort.manifest
     name = manifest.scenario_name or manifest.generator
     released = _release_date(manifest.created)
     description = (
@@ -502,68 +570,48 @@ def reference_tables(cohort: Cohort, sites: pl.DataFrame) -> dict[str, pl.DataFr
     }
 
 
-def _check_person_ids(persons: pl.DataFrame) -> None:
-    ids = persons.get_column("person_id")
-    bad = persons.filter((pl.col("person_id") > INT32_MAX) | (pl.col("person_id") < -INT32_MAX))
-    if ids.len() and bad.height:
+def _check_person_ids(ids: pl.Series) -> None:
+    bad = ids.filter((ids > INT32_MAX) | (ids < -INT32_MAX))
+    if bad.len():
         raise OmopError(
-            f"persons.person_id: {bad.height} id(s) outside the 32-bit integer range of "
-            f"OMOP person.person_id (e.g. {bad.get_column('person_id').head(3).to_list()})"
+            f"persons.person_id: {bad.len()} id(s) outside the 32-bit integer range of "
+            f"OMOP person.person_id (e.g. {bad.head(3).to_list()})"
         )
 
 
-def _ordered_events(cohort: Cohort) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
-    """Events grouped by person in persons' order, with the keys to cut blocks out of them.
-
-    The simulator writes both tables sorted by person_id, which costs nothing here; other
-    cohorts are put in persons' order once (a stable sort keeps each person's time order).
-    """
-    persons, events = cohort.persons, cohort.events
-    ids = persons.get_column("person_id")
-    if ids.is_sorted() and events.get_column("person_id").is_sorted():
-        return events, ids, events.get_column("person_id")
-    position = persons.select("person_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("_pos"))
-    ordered = events.join(position, on="person_id", how="left", maintain_order="left").sort(
-        "_pos", maintain_order=True
-    )
-    keys = ordered.get_column("_pos")
-    return ordered.drop("_pos"), position.get_column("_pos"), keys
-
-
-def omop_blocks(cohort: Cohort, block_size: int = 50_000) -> Iterator[dict[str, pl.DataFrame]]:
+def omop_blocks(
+    source: CohortSource, block_size: int = 50_000, *, ahead: bool = True
+) -> Iterator[dict[str, pl.DataFrame]]:
     """The cohort's CDM tables as a stream of dicts (table -> frame, spec columns and types).
 
-    The first dict holds CARE_SITE, LOCATION and CDM_SOURCE; each following one the
-    person-level tables of the next ``block_size`` persons. Concatenating the frames of each
-    table gives the same result for any block size.
+    ``source`` is a :class:`Cohort`, a cohort directory (streamed block by block, see
+    :mod:`trajectories.cohort_blocks`) or a :class:`CohortBlocks`. The first dict holds
+    CARE_SITE, LOCATION and CDM_SOURCE; each following one the person-level tables of the
+    next ``block_size`` persons. Concatenating the frames of each table gives the same result
+    for any block size and either source. With ``ahead`` each block is built in a background
+    thread while the caller writes the previous one (at most three blocks in memory).
     """
     if block_size < 1:
         raise OmopError(f"block_size: must be a positive number of persons, got {block_size}")
-    persons = cohort.persons
-    _check_person_ids(persons)
-    strangers = cohort.events.join(persons, on="person_id", how="anti")
-    if strangers.height:
-        raise OmopError(
-            f"events.person_id: {strangers.height} event(s) of persons absent from persons "
-            f"(e.g. {strangers.get_column('person_id').unique().head(3).to_list()})"
-        )
-    sites = care_sites(persons)
-    persons = persons.join(sites, on="site", how="left", maintain_order="left")
-    concepts = concept_table(
-        cohort.events.get_column("code").unique().to_list(),
-        getattr(cohort.manifest, "concepts", None),
-    )
-    yield reference_tables(cohort, sites)
+    tables = _tables(cohort_blocks(source), block_size)
+    return built_ahead(tables) if ahead else tables
 
-    events, person_keys, event_keys = _ordered_events(cohort)
+
+def _tables(blocks: CohortBlocks, block_size: int) -> Iterator[dict[str, pl.DataFrame]]:
+    _check_person_ids(blocks.person_column("person_id"))
+    sites = care_sites(blocks.person_column("site"))
+    mapping = getattr(blocks.manifest, "concepts", None)
+    yield reference_tables(blocks.manifest, sites)
+
+    concepts: dict[tuple[str, ...], pl.DataFrame] = {}
     next_ids = dict.fromkeys(("observation_period", *EVENT_TABLES), 1)
-    for start in range(0, persons.height, block_size):
-        stop = min(start + block_size, persons.height)
-        first = event_keys.search_sorted(person_keys[start], side="left")
-        last = event_keys.search_sorted(person_keys[stop - 1], side="right")
+    for persons, events in blocks.blocks(block_size):
+        codes = tuple(sorted(events.get_column("code").unique().to_list()))
+        if codes not in concepts:  # a handful of code sets: one table each
+            concepts[codes] = concept_table(list(codes), mapping)
         tables = block_tables(
-            persons.slice(start, stop - start), events.slice(first, last - first), concepts,
-            next_ids,
+            persons.join(sites, on="site", how="left", maintain_order="left"), events,
+            concepts[codes], next_ids,
         )
         for name in next_ids:
             next_ids[name] += tables[name].height
@@ -575,10 +623,10 @@ def omop_blocks(cohort: Cohort, block_size: int = 50_000) -> Iterator[dict[str, 
         yield tables
 
 
-def omop_tables(cohort: Cohort, block_size: int = 50_000) -> dict[str, pl.DataFrame]:
+def omop_tables(source: CohortSource, block_size: int = 50_000) -> dict[str, pl.DataFrame]:
     """Every exported CDM table in memory (for small cohorts and tests)."""
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in EXPORT_TABLES}
-    for block in omop_blocks(cohort, block_size):
+    for block in omop_blocks(source, block_size):
         for name, frame in block.items():
             parts[name].append(frame)
     return {
