@@ -206,3 +206,22 @@ def test_sharded_simulation_matches_whatever_the_workers(tmp_path: Path):
             pl.read_parquet(tmp_path / "omop_whole" / f"{table}.parquet"))
     bad = cli(*common, "--workers", "zero", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "--workers must be a positive number" in bad.stderr
+
+
+def test_train_then_sample(tmp_path: Path):
+    runner.invoke(app, ["simulate", "oncology_nsclc_two_arm", "--n", "400", "--seed", "8",
+                        "--out", str(tmp_path / "ref")])
+    trained = runner.invoke(app, ["train", str(tmp_path / "ref"), "--out",
+                                  str(tmp_path / "model"), "--epochs", "2"])
+    assert trained.exit_code == 0, trained.output
+    assert "trained 2 epoch(s)" in trained.output
+    sampled = runner.invoke(app, ["sample", str(tmp_path / "model"), "--n", "150", "--seed", "1",
+                                  "--condition", "site=asia_pacific", "--out",
+                                  str(tmp_path / "syn")])
+    assert sampled.exit_code == 0, sampled.output
+    synthetic = Cohort.read(tmp_path / "syn")
+    assert synthetic.n_persons == 150
+    assert synthetic.persons["site"].unique().to_list() == ["asia_pacific"]
+    bad = cli("sample", str(tmp_path / "model"), "--condition", "site", "--out",
+              str(tmp_path / "x"))
+    assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr

@@ -169,6 +169,59 @@ def fit(
 
 
 @app.command()
+def train(
+    reference: Annotated[Path, typer.Argument(help="The cohort directory to learn from.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    epochs: Annotated[int, typer.Option(help="Most training epochs (early stopping on the "
+                                        "held-out loss may stop sooner).")] = 20,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    architecture: Annotated[str, typer.Option(help="transformer or gru.")] = "transformer",
+    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Train the torch sequence model on a cohort; writes weights, config and vocabulary."""
+    from trajectories.cohort import Cohort
+    from trajectories.sequence import SequenceModel
+
+    model = SequenceModel(max_epochs=epochs, device=device, architecture=architecture,
+                          seed=seed).fit(Cohort.read(reference))
+    model.save(out_dir, overwrite=overwrite)
+    history = model.training.get("history", [])
+    best = min((h.get("validation_loss", float("inf")) for h in history), default=float("nan"))
+    out.print(f"trained {len(history)} epoch(s), best held-out loss {best:.4f}; checkpoint "
+              f"{model.checkpoint_hash()[:12]} written to {out_dir}")
+
+
+@app.command()
+def sample(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `train`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Cohort directory to write.")],
+    n: Annotated[int, typer.Option(help="Number of persons to sample.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same cohort.")] = 0,
+    condition: Annotated[
+        list[str] | None, typer.Option(help="Fix a covariate or site: NAME=VALUE (repeatable), "
+                                       "e.g. --condition site=B --condition arm=treatment.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Sample a cohort from a trained sequence model."""
+    from trajectories.sequence import SequenceModel
+
+    conditions = {}
+    for item in condition or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise TrajectoriesError(f"sample: --condition takes NAME=VALUE, got {item!r}")
+        conditions[name] = value
+    cohort = SequenceModel.load(model_dir, device=device).sample(n, seed=seed,
+                                                                 conditions=conditions or None)
+    cohort.write(out_dir, overwrite=overwrite)
+    out.print(f"sampled {cohort.n_persons:,} persons, {cohort.events.height:,} events to "
+              f"{out_dir}")
+
+
+@app.command()
 def calibrate(
     scenario: Annotated[str, typer.Argument(help="A built-in scenario name or a TOML path.")],
     targets: Annotated[Path, typer.Option(help="Published-figures TOML to reach.")],

@@ -1,0 +1,209 @@
+"""The sequence model: a torch generator of time-stamped event sequences learnt from a cohort.
+
+``SequenceModel(config).fit(cohort)`` learns a vocabulary and a causal network (see
+:mod:`~trajectories.sequence.model`); ``.sample(n, seed, conditions)`` draws a new
+:class:`~trajectories.cohort.Cohort` whose manifest names the checkpoint's hash and the
+training data's fingerprint; ``.save(dir)`` / ``SequenceModel.load(dir)`` keep the weights (a
+state dict, loaded with ``weights_only=True``), the config and the vocabulary (both JSON).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import ValidationError
+
+from trajectories.cohort import Cohort, Manifest
+from trajectories.errors import TrajectoriesError
+from trajectories.sequence.model import EventSequenceNet, SequenceConfig
+from trajectories.sequence.sample import (
+    _Tables,
+    block_seed,
+    events_frame,
+    persons_frame,
+    resolve_conditions,
+    sample_block,
+)
+from trajectories.sequence.tokenizer import Vocabulary, build_vocabulary, tokenize
+from trajectories.sequence.train import evaluate, resolve_device, seeded, train_network
+
+__all__ = ["SequenceConfig", "SequenceModel"]
+
+WEIGHTS_FILE, CONFIG_FILE, VOCABULARY_FILE = "weights.pt", "config.json", "vocabulary.json"
+MIN_PERSONS = 10
+
+
+def _config(config: SequenceConfig | dict | None, overrides: dict[str, Any]) -> SequenceConfig:
+    data = config.model_dump() if isinstance(config, SequenceConfig) else dict(config or {})
+    data.update(overrides)
+    try:
+        return SequenceConfig.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                             for e in error.errors())
+        raise TrajectoriesError(f"sequence model config: {problems}") from None
+
+
+class SequenceModel:
+    """Learn event histories from a cohort and sample new cohorts like it."""
+
+    generator_name = "SequenceModel"
+
+    def __init__(self, config: SequenceConfig | dict | None = None, **overrides: Any):
+        self.config = _config(config, overrides)
+        self.vocab: Vocabulary | None = None
+        self.net: EventSequenceNet | None = None
+        self.training: dict[str, Any] = {}
+
+    # -- fitting ---------------------------------------------------------------------------------
+
+    def fit(self, cohort: Cohort) -> SequenceModel:
+        """Train on ``cohort``: a random held-out share for early stopping, seeded."""
+        config = self.config
+        if cohort.n_persons < MIN_PERSONS:
+            raise TrajectoriesError(f"cohort has {cohort.n_persons} person(s); the sequence "
+                                    f"model needs at least {MIN_PERSONS}")
+        device = resolve_device(config.device)
+        vocab = build_vocabulary(cohort, config.numeric_bins, config.end_bins)
+        tokens = tokenize(cohort, vocab)
+        order = np.random.default_rng([config.seed, 0]).permutation(cohort.n_persons)
+        held = max(1, round(config.validation_fraction * cohort.n_persons))
+        validation = tokens.subset(np.sort(order[:held]))
+        train = tokens.subset(np.sort(order[held:]))
+        start = time.perf_counter()
+        with seeded(config.seed, device):
+            net = EventSequenceNet(config, vocab.size, len(vocab.states), vocab.n_bins)
+            net = net.to(device)
+            history = train_network(net, train, validation, vocab, config, device)
+        self.vocab, self.net = vocab, net
+        self.training = {
+            "fingerprint": cohort.fingerprint(),
+            "generator": cohort.manifest.generator,
+            "scenario_name": cohort.manifest.scenario_name,
+            "persons": cohort.n_persons,
+            "train_persons": int(train.n_persons),
+            "validation_persons": int(validation.n_persons),
+            "seconds": round(time.perf_counter() - start, 3),
+            "device": str(device),
+            "history": history,
+        }
+        return self
+
+    def _fitted(self) -> tuple[EventSequenceNet, Vocabulary]:
+        if self.net is None or self.vocab is None:
+            raise TrajectoriesError("the sequence model is not trained: call fit() or load()")
+        return self.net, self.vocab
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def sample(self, n: int, seed: int = 0, conditions: dict[str, Any] | None = None) -> Cohort:
+        """Draw ``n`` persons; ``conditions`` fix static variables (``{"site": "B"}``)."""
+        net, vocab = self._fitted()
+        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+            raise TrajectoriesError(f"n must be a positive integer, got {n!r}")
+        if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+            raise TrajectoriesError(f"seed must be a non-negative integer, got {seed!r}")
+        fixed = resolve_conditions(vocab, conditions)
+        device = next(net.parameters()).device
+        tables = _Tables.of(vocab, device)
+        max_events = self.config.max_events or 2 * vocab.max_events
+        size = self.config.sample_batch_size
+        persons, events = [], []
+        net.eval()
+        with torch.inference_mode():
+            for block in range(math.ceil(n / size)):
+                start = block * size
+                generator = torch.Generator(device).manual_seed(block_seed(seed, block))
+                drawn = sample_block(net, vocab, tables, min(size, n - start), fixed, generator,
+                                     max_events)
+                rng = np.random.default_rng([seed, block])
+                persons.append(persons_frame(vocab, drawn, start, fixed, rng))
+                events.append(events_frame(vocab, drawn, start))
+        manifest = Manifest.new(
+            self.generator_name, int(n), seed=int(seed),
+            reference_fingerprint=self.training.get("fingerprint"),
+            checkpoint_hash=self.checkpoint_hash(),
+            conditions=dict(conditions or {}),
+            architecture=self.config.architecture,
+            events_cap=max_events,
+            trained_on={k: self.training.get(k) for k in ("generator", "scenario_name",
+                                                          "persons")},
+            concepts=vocab.concepts,
+        )
+        return Cohort(pl.concat(persons), pl.concat(events), manifest)
+
+    def next_code_log_likelihood(self, cohort: Cohort) -> float:
+        """Mean log probability of each next code (end marks included) after a person's first
+        event, on ``cohort`` (held-out data): how well the model predicts what comes next."""
+        net, vocab = self._fitted()
+        device = next(net.parameters()).device
+        tokens = tokenize(cohort, vocab)
+        _, total, count = evaluate(net, tokens, vocab, self.config, device, self.config.seed)
+        return total / max(count, 1)
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def checkpoint_hash(self) -> str:
+        """SHA-256 of the vocabulary and the weights: equal for a model and its reload."""
+        net, vocab = self._fitted()
+        digest = hashlib.sha256(vocab.to_json().encode())
+        for name, tensor in sorted(net.state_dict().items()):
+            array = tensor.detach().cpu().contiguous().numpy()
+            digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
+
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write weights.pt (state dict), config.json and vocabulary.json into ``directory``."""
+        net, vocab = self._fitted()
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise TrajectoriesError(f"{directory}: exists and is not a directory")
+        if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+            raise TrajectoriesError(f"{directory}: directory is not empty; choose another or "
+                                    "pass overwrite=True (--overwrite)")
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        torch.save(state, directory / WEIGHTS_FILE)
+        config = {"config": self.config.model_dump(), "training": self.training,
+                  "checkpoint_hash": self.checkpoint_hash()}
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n",
+                                             encoding="utf-8")
+        (directory / VOCABULARY_FILE).write_text(vocab.to_json() + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> SequenceModel:
+        """Read a model written by :meth:`save`; ``device`` overrides the saved one."""
+        directory = Path(directory)
+        paths = [directory / name for name in (WEIGHTS_FILE, CONFIG_FILE, VOCABULARY_FILE)]
+        for path in paths:
+            if not path.is_file():
+                raise TrajectoriesError(f"{directory}: not a sequence model directory, "
+                                        f"{path.name} missing")
+        try:
+            saved = json.loads(paths[1].read_text(encoding="utf-8"))
+            vocab = Vocabulary.from_json(paths[2].read_text(encoding="utf-8"))
+        except (ValueError, TypeError, KeyError) as error:
+            raise TrajectoriesError(f"{directory}: unreadable config or vocabulary: {error}"
+                                    ) from None
+        overrides = {"device": device} if device is not None else {}
+        model = cls(saved.get("config"), **overrides)
+        model.vocab, model.training = vocab, saved.get("training", {})
+        target = resolve_device(model.config.device)
+        try:
+            state = torch.load(paths[0], map_location=target, weights_only=True)
+            net = EventSequenceNet(model.config, vocab.size, len(vocab.states), vocab.n_bins)
+            net.load_state_dict(state)
+        except Exception as error:  # torch raises many kinds for a bad file
+            raise TrajectoriesError(f"{paths[0]}: cannot load the weights: {error}") from None
+        model.net = net.to(target).eval()
+        return model
