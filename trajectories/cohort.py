@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from trajectories.errors import CohortSchemaError
+from trajectories.errors import CohortSchemaError, TrajectoriesError
 
 PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE = "persons.parquet", "events.parquet", "manifest.json"
 
@@ -371,18 +372,24 @@ class Cohort:
         return digest.hexdigest()
 
 
-def prepare_output_directory(directory: str | Path, overwrite: bool) -> Path:
-    """Create ``directory``; refuse a non-empty one unless ``overwrite`` (then clear our files)."""
+def prepare_output_directory(
+    directory: str | Path,
+    overwrite: bool,
+    owned: Iterable[str | Path] = (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE),
+    error: type[TrajectoriesError] = CohortSchemaError,
+) -> Path:
+    """Create ``directory``; refuse a non-empty one unless ``overwrite``, then delete the files
+    ``owned`` (paths relative to it) that a previous output of the same kind left there."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise CohortSchemaError(f"{directory}: exists and is not a directory")
+        raise error(f"{directory}: exists and is not a directory")
     if directory.is_dir() and any(directory.iterdir()):
         if not overwrite:
-            raise CohortSchemaError(
+            raise error(
                 f"{directory}: directory is not empty; choose another or pass --overwrite "
                 "(overwrite=True)"
             )
-        for name in (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE):
+        for name in owned:
             (directory / name).unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
     return directory

@@ -48,6 +48,7 @@ from trajectories.cohort import (
     PERSON_COLUMNS,
     STATE_PREFIX,
     Cohort,
+    prepare_output_directory,
 )
 from trajectories.errors import TrajectoriesError
 from trajectories.io.survival_table import assemble_cohort
@@ -268,17 +269,10 @@ def _gather(events: pl.DataFrame, ranges: pl.DataFrame, ids: pl.Series) -> pl.Da
 
 
 def _prepare_directory(directory: Path, overwrite: bool) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise MedsError(f"{directory}: exists and is not a directory")
-    if directory.is_dir() and any(directory.iterdir()):
-        if not overwrite:
-            raise MedsError(
-                f"{directory}: directory is not empty; choose another or pass --overwrite "
-                "(overwrite=True)"
-            )
-        for stale in [*(directory / DATA_DIR).glob("**/*.parquet"),
-                      *(directory / f for f in (DATASET_FILE, CODES_FILE, SPLITS_FILE))]:
-            stale.unlink(missing_ok=True)
+    stale = [p.relative_to(directory) for p in (directory / DATA_DIR).glob("**/*.parquet")]
+    prepare_output_directory(directory, overwrite,
+                             owned=[*stale, DATASET_FILE, CODES_FILE, SPLITS_FILE],
+                             error=MedsError)
     (directory / "metadata").mkdir(parents=True, exist_ok=True)
 
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trajectories import progress
+from trajectories.cohort import prepare_output_directory
 from trajectories.cohort_blocks import CohortSource, cohort_blocks
 from trajectories.io.omop.spec import EXPORT_TABLES, OmopError, arrow_schema
 from trajectories.io.omop.tables import omop_blocks
@@ -25,17 +26,9 @@ def parquet_path(directory: str | Path, table: str) -> Path:
 
 
 def _prepare(directory: Path, overwrite: bool) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise OmopError(f"{directory}: exists and is not a directory")
-    if directory.is_dir() and any(directory.iterdir()):
-        if not overwrite:
-            raise OmopError(
-                f"{directory}: directory is not empty; choose another or pass --overwrite "
-                "(overwrite=True)"
-            )
-        for table in EXPORT_TABLES:
-            parquet_path(directory, table).unlink(missing_ok=True)
-    directory.mkdir(parents=True, exist_ok=True)
+    prepare_output_directory(directory, overwrite,
+                             owned=[f"{table}.parquet" for table in EXPORT_TABLES],
+                             error=OmopError)
 
 
 def write_parquet(
