@@ -271,16 +271,9 @@ class Cohort:
             from trajectories.simulate.sharded import read_partitioned
 
             return read_partitioned(directory).collect(check=check)
-        paths = [directory / name for name in (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE)]
-        for path in paths:
-            if not path.is_file():
-                raise CohortSchemaError(f"{directory}: not a cohort directory, {path.name} missing")
+        persons_path, events_path, manifest = cohort_files(directory)
         try:
-            manifest = Manifest.model_validate_json(paths[2].read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise CohortSchemaError(f"{paths[2]}: invalid manifest: {error}") from None
-        try:
-            persons, events = pl.read_parquet(paths[0]), pl.read_parquet(paths[1])
+            persons, events = pl.read_parquet(persons_path), pl.read_parquet(events_path)
         except (OSError, pl.exceptions.ComputeError) as error:
             raise CohortSchemaError(f"{directory}: unreadable Parquet: {error}") from None
         try:
@@ -370,6 +363,20 @@ class Cohort:
         _frame_digest(self.persons, digest)
         _frame_digest(self.events, digest)
         return digest.hexdigest()
+
+
+def cohort_files(directory: Path) -> tuple[Path, Path, Manifest]:
+    """The persons and events files of a (single-file) cohort directory, and its manifest;
+    a missing file or an invalid manifest is an error naming it."""
+    paths = [directory / name for name in (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE)]
+    for path in paths:
+        if not path.is_file():
+            raise CohortSchemaError(f"{directory}: not a cohort directory, {path.name} missing")
+    try:
+        manifest = Manifest.model_validate_json(paths[2].read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise CohortSchemaError(f"{paths[2]}: invalid manifest: {error}") from None
+    return paths[0], paths[1], manifest
 
 
 def prepare_output_directory(

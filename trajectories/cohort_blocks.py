@@ -25,12 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trajectories.cohort import (
-    EVENTS_FILE,
-    MANIFEST_FILE,
-    PERSONS_FILE,
     Cohort,
     Manifest,
     check_columns,
+    cohort_files,
     validate_tables,
 )
 from trajectories.errors import CohortSchemaError, TrajectoriesError
@@ -147,17 +145,8 @@ class DirectoryBlocks(CohortBlocks):
             self.persons_files = partitioned.files("persons")
             self.events_files = partitioned.files("events")
         else:
-            paths = [directory / name for name in (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE)]
-            for path in paths:
-                if not path.is_file():
-                    raise CohortSchemaError(
-                        f"{directory}: not a cohort directory, {path.name} missing"
-                    )
-            try:
-                self.manifest = Manifest.model_validate_json(paths[2].read_text(encoding="utf-8"))
-            except ValueError as error:
-                raise CohortSchemaError(f"{paths[2]}: invalid manifest: {error}") from None
-            self.persons_files, self.events_files = [paths[0]], [paths[1]]
+            persons_path, events_path, self.manifest = cohort_files(directory)
+            self.persons_files, self.events_files = [persons_path], [events_path]
         self._in_memory: InMemoryBlocks | None = None
         with self._reading():
             persons = pl.scan_parquet(self.persons_files).head(0).collect()
