@@ -57,6 +57,18 @@ def list_scenarios() -> None:
     out.print(table)
 
 
+WorkersOption = Annotated[
+    str, typer.Option(help="Worker processes over the blocks of a partitioned cohort: a "
+                      "number or 'auto'.")
+]
+ExecutorOption = Annotated[
+    str, typer.Option(help="Where blocks run: 'local' (process pool) or 'dask'.")
+]
+SchedulerOption = Annotated[
+    str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster).")
+]
+
+
 @app.command()
 def simulate(
     out_dir: Annotated[Path, typer.Option("--out", help="Cohort directory to write.")],
@@ -82,15 +94,9 @@ def simulate(
         str | None, typer.Option(help="'auto': write a partitioned cohort, one Parquet file "
                                  "per block (resumable; needed for --workers / --executor).")
     ] = None,
-    workers: Annotated[
-        str, typer.Option(help="Worker processes for a sharded run: a number or 'auto'.")
-    ] = "1",
-    executor: Annotated[
-        str, typer.Option(help="Where blocks run: 'local' (process pool) or 'dask'.")
-    ] = "local",
-    scheduler: Annotated[
-        str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster).")
-    ] = None,
+    workers: WorkersOption = "1",
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Simulate a cohort from SCENARIO (or a fitted --model) and write it to --out.
 
@@ -466,9 +472,22 @@ def validate(
         Path | None, typer.Option(help="TOML file with a [thresholds] table (see README).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstraps and subsamples.")] = 0,
+    resolution: Annotated[
+        float | None, typer.Option(help="Round endpoint times and sojourn durations up to "
+                                   "multiples of this many days before counting (default: "
+                                   "exact, or 1 day for partitioned cohorts over 2,000,000 "
+                                   "persons).")
+    ] = None,
+    workers: WorkersOption = "1",
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
 ) -> None:
-    """Compare SYNTHETIC with a reference; exit 0 if every check passes, 1 if any fails."""
+    """Compare SYNTHETIC with a reference; exit 0 if every check passes, 1 if any fails.
+
+    A partitioned SYNTHETIC cohort (written with --shards) is read block by block, over
+    --workers, and never loaded whole."""
     from trajectories.cohort import Cohort
+    from trajectories.simulate.sharded import is_partitioned, read_partitioned
     from validation import compare, load_thresholds, write_html
     from validation.endpoints import load_endpoints
     from validation.published import is_published_figures, load_published
@@ -476,12 +495,18 @@ def validate(
     reference_data = (
         load_published(reference) if is_published_figures(reference) else Cohort.read(reference)
     )
+    synthetic_data = (read_partitioned(synthetic) if is_partitioned(synthetic)
+                      else Cohort.read(synthetic, check=False))
     result = compare(
-        Cohort.read(synthetic, check=False),
+        synthetic_data,
         reference_data,
         endpoints=load_endpoints(endpoints) if endpoints else None,
         thresholds=load_thresholds(thresholds) if thresholds else None,
         seed=seed,
+        resolution="auto" if resolution is None else resolution,
+        executor=executor,
+        workers=workers if workers == "auto" else _positive_int(workers, "--workers"),
+        scheduler=scheduler,
     )
     report.mkdir(parents=True, exist_ok=True)
     result.write_json(report / "report.json")

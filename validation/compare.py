@@ -15,14 +15,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
 from trajectories.cohort import Cohort
-from validation import distributions, integrity, survival, transitions
-from validation.endpoints import Endpoint, default_endpoints, endpoint_times
+from trajectories.simulate.sharded import PartitionedCohort
+from validation import distributions, integrity, lazy, survival, transitions
+from validation.endpoints import Endpoint, EndpointError, default_endpoints, endpoint_times
+from validation.lazy import SAMPLE_CAP, Aggregates
 from validation.published import PublishedFigures
 from validation.report import Check, Report, info, judge, plots
 from validation.thresholds import Thresholds
@@ -32,8 +35,8 @@ COX_ROWS = 50_000
 """Synthetic rows a Cox model of the report is fitted on (a seeded subsample above that): its
 standard error then stays well below a typical reference's, at a fraction of the time."""
 
-SAMPLE_CAP = 200_000
-"""Values (and persons) per side used for the descriptive distribution comparisons."""
+AUTO_RESOLUTION_PERSONS = 2_000_000
+"""Above this many persons a partitioned cohort's aggregates count whole days by default."""
 
 DISTANCE_GRID = 400
 """Kaplan-Meier distances are tested on times coarsened to this many pooled event quantiles,
@@ -120,11 +123,6 @@ def _thin(curve: pl.DataFrame, points: int = 1500) -> pl.DataFrame:
     return curve[rows]
 
 
-def _coarsen(times: pl.Series, grid: np.ndarray) -> pl.Series:
-    """Each time moved up to the next grid point (the grid's last point is +inf)."""
-    return pl.Series(grid[np.searchsorted(grid, times.to_numpy(), side="left")])
-
-
 def death_states(cohort: Cohort) -> list[str]:
     """States in which persons whose exit is death end their path."""
     last = (
@@ -151,10 +149,10 @@ def _initial_states(cohort: Cohort) -> list[str]:
     return sorted(spells.get_column("state").unique().to_list())
 
 
-def _judged_sites(synthetic: Cohort, reference: Cohort, minimum: int) -> list[str]:
+def _judged_sites(synthetic_sites: set[str], reference: Cohort, minimum: int) -> list[str]:
     ref_counts = reference.persons.group_by("site").len()
     large = set(ref_counts.filter(pl.col("len") >= minimum).get_column("site").to_list())
-    shared = large & set(synthetic.persons.get_column("site").unique().to_list())
+    shared = large & synthetic_sites
     return sorted(shared) if len(shared) > 1 else []
 
 
@@ -182,13 +180,42 @@ def _landmark_tests(col: _Collector, curves: dict, label: str, subject: str, sit
             details={"synthetic": a, "reference": b}))
 
 
+def _event_quantiles(tally: pl.DataFrame, points: int) -> np.ndarray:
+    """``np.quantile`` (linear) of the event times a [time, status, count] tally counts, at
+    ``points`` evenly spaced levels: the same values as on the expanded times."""
+    events = tally.filter(pl.col("status") == 1).group_by("time").agg(pl.col("count").sum())
+    events = events.filter(pl.col("count") > 0).sort("time")
+    times, counts = events.get_column("time").to_numpy(), events.get_column("count").to_numpy()
+    if times.size == 0:
+        return np.array([])
+    ends = np.cumsum(counts)  # the expanded array's k-th value is times[first end > k]
+    position = np.linspace(0, 1, points) * (ends[-1] - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, ends[-1] - 1)
+
+    def value(k: np.ndarray) -> np.ndarray:
+        return times[np.searchsorted(ends, k, side="right")]
+
+    low = value(below)
+    return low + (position - below) * (value(above) - low)
+
+
+def _coarsened(tally: pl.DataFrame, grid: np.ndarray) -> pl.DataFrame:
+    """A tally with each time moved up to the next grid point (the grid's last one is +inf)."""
+    moved = grid[np.searchsorted(grid, tally.get_column("time").to_numpy(), side="left")]
+    return tally.with_columns(pl.Series("time", moved)).group_by("time", "status").agg(
+        pl.col("count").sum())
+
+
 def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn: pl.DataFrame,
                      ref: pl.DataFrame, horizon: float, th: Thresholds, rng) -> dict:
+    """Survival checks of one endpoint (and site) from the two sides' [time, status, count]
+    tallies."""
     subject = endpoint.name
     if endpoint.competing:
         curves = {
-            label: survival.aalen_johansen(f["time"], f["status"], cause=1)
-            for label, f in (("synthetic", syn), ("reference", ref))
+            label: survival.aalen_johansen_from_counts(t, cause=1)
+            for label, t in (("synthetic", syn), ("reference", ref))
         }
         _landmark_tests(col, curves, "cumulative incidence", subject, site, horizon, th)
         gap = survival.max_vertical_distance(curves["synthetic"], curves["reference"], horizon)
@@ -196,22 +223,21 @@ def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn:
                                site=site))
         return {k: _thin(v).rename({"cumulative_incidence": "value"}) for k, v in curves.items()}
 
-    syn_event, ref_event = (f["status"] == 1 for f in (syn, ref))
-    curves = {"synthetic": survival.kaplan_meier(syn["time"], syn_event),
-              "reference": survival.kaplan_meier(ref["time"], ref_event)}
-    pooled_events = pl.concat([syn["time"].filter(syn_event), ref["time"].filter(ref_event)])
-    grid = np.unique(np.append(np.quantile(pooled_events.to_numpy(), np.linspace(0, 1,
-                                                                              DISTANCE_GRID)),
-                               np.inf)) if pooled_events.len() else np.array([np.inf])
-    coarse_syn, coarse_ref = _coarsen(syn["time"], grid), _coarsen(ref["time"], grid)
+    syn, ref = (t.with_columns((pl.col("status") == 1).cast(pl.Int8).alias("status"))
+                for t in (syn, ref))
+    curves = {"synthetic": survival.kaplan_meier_from_counts(syn),
+              "reference": survival.kaplan_meier_from_counts(ref)}
+    quantiles = _event_quantiles(pl.concat([syn, ref]), DISTANCE_GRID)
+    grid = np.unique(np.append(quantiles, np.inf))
+    coarse_syn, coarse_ref = _coarsened(syn, grid), _coarsened(ref, grid)
     coarse_distance = survival.max_vertical_distance(
-        survival.kaplan_meier(coarse_syn, syn_event), survival.kaplan_meier(coarse_ref, ref_event),
-        horizon)
+        survival.kaplan_meier_from_counts(coarse_syn),
+        survival.kaplan_meier_from_counts(coarse_ref), horizon)
     seed = int(rng.integers(2**31))
 
     def threshold_at(level: float, n_boot: int) -> float:
-        return survival.distance_threshold(
-            coarse_syn, syn_event, coarse_ref, ref_event, alpha=level, n_boot=n_boot,
+        return survival.distance_threshold_from_counts(
+            coarse_syn, coarse_ref, alpha=level, n_boot=n_boot,
             rng=np.random.default_rng(seed), horizon=horizon)
 
     col.pending.append(_Pending(
@@ -220,7 +246,7 @@ def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn:
         details={"exact_distance": survival.max_vertical_distance(
             curves["synthetic"], curves["reference"], horizon), "horizon_days": horizon,
             "grid_points": int(grid.size)}))
-    statistic, p = survival.logrank(syn["time"], syn_event, ref["time"], ref_event)
+    statistic, p = survival.logrank_from_counts(syn, ref)
     col.pending.append(_Pending("survival", "log-rank", subject, site, p_value=p,
                                 details={"chi_square": statistic}))
     (rmst_s, se_s), (rmst_r, se_r) = (survival.rmst(curves[k], horizon)
@@ -270,14 +296,41 @@ def _utility_checks(col: _Collector, endpoint: Endpoint, syn, ref, covariates, t
 # -- transitions --------------------------------------------------------------------------------
 
 
-def _transition_checks(col: _Collector, syn: Cohort, ref: Cohort, site: str | None,
+def _site_rows(frame: pl.DataFrame, site: str | None, keys: list[str],
+               values: list[str]) -> pl.DataFrame:
+    """Rows of an aggregate table (with a ``site`` column) for one site, or summed over all."""
+    if site is not None:
+        frame = frame.filter(pl.col("site") == site)
+    return frame.group_by(keys).agg(pl.col(v).sum() for v in values).sort(keys)
+
+
+def _forbidden(moves: pl.DataFrame, allowed: set[tuple[str, str]], site: str | None):
+    """[from_state, to_state, count, first_person_ids] of the moves not allowed."""
+    if site is not None:
+        moves = moves.filter(pl.col("site") == site)
+    allowed_frame = pl.DataFrame(
+        list(allowed), schema={"from_state": pl.String, "to_state": pl.String}, orient="row")
+    return (
+        moves.join(allowed_frame, on=["from_state", "to_state"], how="anti")
+        .group_by("from_state", "to_state", maintain_order=True)
+        .agg(pl.col("count").sum(),
+             pl.col("first_person_ids").list.explode(keep_nulls=False, empty_as_null=False)
+             .unique(maintain_order=True).head(integrity.SHOWN_IDS))
+        .sort("from_state", "to_state")
+    )
+
+
+def _transition_checks(col: _Collector, syn: Aggregates, ref: Aggregates, site: str | None,
                        allowed: set[tuple[str, str]] | None, absorbing: set[str],
-                       horizon: float, th: Thresholds, states: list[str]) -> dict:
-    counts = {"synthetic": transitions.transition_counts(syn),
-              "reference": transitions.transition_counts(ref)}
+                       horizon: float, th: Thresholds) -> dict:
+    """Transition checks of one site (or pooled): counts and sojourns from the aggregates,
+    state occupation from the person samples (the whole cohorts when in memory)."""
+    pair = ["from_state", "to_state"]
+    counts = {label: _site_rows(a.transitions, site, pair, ["count"])
+              for label, a in (("synthetic", syn), ("reference", ref))}
     allowed = allowed if allowed is not None else transitions.observed_transitions(
         counts["reference"])
-    forbidden = transitions.forbidden_transitions(syn, allowed)
+    forbidden = _forbidden(syn.transitions, allowed, site)
     col.checks.append(judge(
         "transitions", "forbidden transitions", "all moves", float(forbidden["count"].sum()), 0.0,
         site=site, rule="moves never allowed (or never seen in the reference) must number 0",
@@ -297,10 +350,10 @@ def _transition_checks(col: _Collector, syn: Cohort, ref: Cohort, site: str | No
         col.pending.append(_Pending(
             "transitions", "jump chain total variation", origin, site,
             margin=(row["total_variation"], th.max_total_variation, se), details=row))
-    sojourns = {"synthetic": transitions.sojourn_times(syn, absorbing),
-                "reference": transitions.sojourn_times(ref, absorbing)}
-    for row in transitions.compare_sojourns(sojourns["synthetic"],
-                                            sojourns["reference"]).iter_rows(named=True):
+    transient = ~pl.col("state").is_in(sorted(absorbing))
+    stays = [_site_rows(a.sojourns.filter(transient), site, ["state", "duration"], ["d", "c"])
+             for a in (syn, ref)]
+    for row in transitions.compare_sojourn_counts(*stays).iter_rows(named=True):
         subject = f"sojourn in {row['state']}"
         ratio = (row["median_synthetic"] / row["median_reference"]
                  if row["median_synthetic"] and row["median_reference"] else None)
@@ -316,18 +369,20 @@ def _transition_checks(col: _Collector, syn: Cohort, ref: Cohort, site: str | No
             col.pending.append(_Pending("transitions", "sojourn KS test", subject, site,
                                         p_value=row["ks_p_value"], details=row))
     grid = np.linspace(0, horizon, 61)
-    occupation = {k: transitions.state_occupation(c, grid)
-                  for k, c in (("synthetic", syn), ("reference", ref))}
+    samples = {label: _subset(_states_only(a.sample), site)
+               for label, a in (("synthetic", syn), ("reference", ref))}
+    occupation = {k: transitions.state_occupation(c, grid) for k, c in samples.items()}
     # A proportion's SE is at most 1 / (2 sqrt(n)), n = persons still informative at horizon.
-    informative = [_informative_persons(c, horizon) for c in (syn, ref)]
+    informative = [_informative_persons(c, horizon) for c in samples.values()]
     se = 0.5 * math.sqrt(sum(1 / max(n, 1) for n in informative))
     col.pending.append(_Pending(
         "transitions", "state occupation max difference", "all states", site,
         margin=(transitions.occupation_difference(occupation["synthetic"],
                                                   occupation["reference"]),
                 th.max_occupation_difference, se),
-        details={"grid_points": grid.size, "informative_persons": informative}))
-    return {"counts": counts, "sojourns": sojourns, "occupation": occupation}
+        details={"grid_points": grid.size, "informative_persons": informative,
+                 "sampled": syn.sample_fraction is not None and syn.sample_fraction < 1}))
+    return {"counts": counts, "samples": samples, "occupation": occupation}
 
 
 def _informative_persons(cohort: Cohort, horizon: float) -> int:
@@ -384,7 +439,7 @@ def _distribution_info(col: _Collector, syn: Cohort, ref: Cohort, rng) -> None:
 
 
 def compare(
-    synthetic: Cohort,
+    synthetic: Cohort | PartitionedCohort,
     reference: Cohort | PublishedFigures,
     *,
     endpoints: Iterable[Endpoint] | None = None,
@@ -392,36 +447,42 @@ def compare(
     allowed_transitions: set[tuple[str, str]] | None = None,
     seed: int = 0,
     figures: bool = True,
+    resolution: float | None | Literal["auto"] = "auto",
+    executor: str = "local",
+    workers: int | str = 1,
+    scheduler: str | None = None,
 ) -> Report:
     """Compare a synthetic cohort with a reference cohort (or published figures).
 
-    ``endpoints`` default to overall survival and event-free survival derived from the states;
-    ``allowed_transitions`` default to the moves seen in the reference.
+    ``endpoints`` default to overall survival and event-free survival derived from the
+    reference's states; ``allowed_transitions`` default to the moves seen in the reference.
+    A partitioned ``synthetic`` cohort (:func:`trajectories.simulate.sharded.read_partitioned`)
+    is read block by block and never whole (``executor``/``workers``/``scheduler`` as in
+    :func:`trajectories.parallel.run_blocks`): integrity, survival, transition and sojourn
+    checks come from additive per-block aggregates, exactly as in memory; Cox models, the
+    utility check, state occupation and the descriptive figures use a random sample of about
+    ``SAMPLE_CAP`` persons. ``resolution`` (days) rounds endpoint times and sojourn durations
+    of both sides up to that grid before counting; "auto" rounds to whole days for partitioned
+    cohorts above ``AUTO_RESOLUTION_PERSONS`` persons (keeping the aggregates small) and
+    keeps times exact otherwise.
     """
     th = thresholds or Thresholds()
     if isinstance(reference, PublishedFigures):
         from validation.published_checks import compare_published
 
         return compare_published(synthetic, reference, thresholds=th, seed=seed,
-                                 figures=figures)
+                                 figures=figures, executor=executor, workers=workers,
+                                 scheduler=scheduler)
     rng = np.random.default_rng(seed)
     col = _Collector()
-    states = _state_names(reference, synthetic)
+    states = _state_names(reference)
     absorbing = transitions.infer_absorbing_states(reference)
     context = {
-        "synthetic": f"{synthetic.n_persons:,} persons ({synthetic.manifest.generator}, "
-                     f"scenario {synthetic.manifest.scenario_name}, seed "
-                     f"{synthetic.manifest.seed})",
+        "synthetic": f"{synthetic.manifest.n_persons:,} persons "
+                     f"({synthetic.manifest.generator}, scenario "
+                     f"{synthetic.manifest.scenario_name}, seed {synthetic.manifest.seed})",
         "reference": f"{reference.n_persons:,} persons ({reference.manifest.generator})",
     }
-
-    for result in integrity.check_integrity(synthetic, absorbing_states=absorbing):
-        col.checks.append(judge("integrity", result.name, "synthetic", float(result.n_persons),
-                                0.0, rule=result.description, details=result.to_dict()))
-    if any(c.failed for c in col.checks):
-        context["note"] = "statistical checks skipped: the synthetic cohort fails integrity"
-        return Report(col.checks, {}, context)
-
     if endpoints is not None:
         endpoints = list(endpoints)
     elif death_states(reference):
@@ -432,25 +493,50 @@ def compare(
         endpoints = []
         context["note"] = "no deaths in the reference: no default survival endpoint; " \
                           "declare endpoints to get survival checks"
+    resolution = _resolution(resolution, synthetic)
+    syn = _synthetic_aggregates(synthetic, endpoints, absorbing, resolution, seed,
+                                executor=executor, workers=workers, scheduler=scheduler)
+    if isinstance(synthetic, PartitionedCohort):
+        context["synthetic read"] = (
+            f"block by block ({synthetic.n_blocks} blocks); Cox, utility, state occupation "
+            f"and distributions on a random sample of {syn.sample.n_persons:,} persons")
+    if resolution is not None:
+        context["resolution (days)"] = f"{resolution:g} (times rounded up before counting)"
+
+    for result in syn.integrity:
+        col.checks.append(judge("integrity", result.name, "synthetic", float(result.n_persons),
+                                0.0, rule=result.description, details=result.to_dict()))
+    if any(c.failed for c in col.checks):
+        context["note"] = "statistical checks skipped: the synthetic cohort fails integrity"
+        return Report(col.checks, {}, context)
+
+    ref = lazy.block_aggregates(reference, endpoints, ("site",), resolution, sample_fraction=1.0)
+    states += [s for s in sorted(syn.votes.get_column("state").to_list()) if s not in states]
     horizon = th.rmst_horizon_days or float(reference.persons["followup_end"].quantile(0.9))
-    sites = _judged_sites(synthetic, reference, th.min_site_persons)
+    sites = _judged_sites(set(syn.persons.get_column("site").to_list()), reference,
+                          th.min_site_persons)
     context |= {"endpoints": ", ".join(e.name for e in endpoints),
                 "sites judged separately": ", ".join(sites) or "none (pooled only)",
                 "horizon (days)": f"{horizon:.0f}"}
 
     for endpoint in endpoints:
-        syn_all, ref_all = endpoint_times(synthetic, endpoint), endpoint_times(reference, endpoint)
+        for side, aggregates in (("synthetic", syn), ("reference", ref)):
+            if aggregates.tallies[endpoint.name].get_column("count").sum() == 0:
+                raise EndpointError(f"endpoint {endpoint.name!r}: no person of the {side} "
+                                    f"cohort enters the origin state {endpoint.origin!r}")
         panels = {}
         for site in [None, *sites]:
-            syn_frame = syn_all if site is None else syn_all.filter(pl.col("site") == site)
-            ref_frame = ref_all if site is None else ref_all.filter(pl.col("site") == site)
-            if syn_frame.is_empty() or ref_frame.is_empty():
+            syn_tally, ref_tally = (
+                _site_rows(a.tallies[endpoint.name], site, ["time", "status"], ["count"])
+                for a in (syn, ref))
+            if syn_tally.is_empty() or ref_tally.is_empty():
                 continue
             panels[f"{endpoint.name}: {site or 'pooled'}"] = _survival_checks(
-                col, endpoint, site, syn_frame, ref_frame, horizon, th, rng)
-        covariates = _shared_covariates(synthetic, reference, ref_all)
+                col, endpoint, site, syn_tally, ref_tally, horizon, th, rng)
         if not endpoint.competing:
-            _hazard_ratio_checks(col, endpoint, syn_all, ref_all, covariates)
+            syn_rows, ref_rows = (endpoint_times(c, endpoint) for c in (syn.sample, reference))
+            _hazard_ratio_checks(col, endpoint, syn_rows, ref_rows,
+                                 _shared_covariates(syn.sample, reference, ref_rows))
         if figures and panels:
             label = "cumulative incidence" if endpoint.competing else "survival"
             col.figures[f"{endpoint.name}: {label}, synthetic vs reference"] = plots.step_curves(
@@ -458,18 +544,16 @@ def compare(
     main = next((e for e in endpoints if not e.competing), None)
     if main is not None:
         ref_main = endpoint_times(reference, main)
-        _utility_checks(col, main, endpoint_times(synthetic, main), ref_main,
-                        _shared_covariates(synthetic, reference, ref_main), th, seed)
+        _utility_checks(col, main, endpoint_times(syn.sample, main), ref_main,
+                        _shared_covariates(syn.sample, reference, ref_main), th, seed)
 
     pooled = None
-    # Transition checks read state events only: keep just those, once, before splitting sites.
-    syn_states, ref_states = (_states_only(c) for c in (synthetic, reference))
     for site in [None, *sites]:
-        result = _transition_checks(col, _subset(syn_states, site), _subset(ref_states, site),
-                                    site, allowed_transitions, absorbing, horizon, th, states)
+        result = _transition_checks(col, syn, ref, site, allowed_transitions, absorbing,
+                                    horizon, th)
         if site is None:
             pooled = result
-    _distribution_info(col, synthetic, reference, rng)
+    _distribution_info(col, syn.sample, reference, rng)
     level = col.resolve(th.alpha)
     context |= {"tests sharing alpha": f"{len(col.pending)} (each at {level:.2g})"}
 
@@ -479,7 +563,28 @@ def compare(
             {k: transitions.jump_chain(v) for k, v in pooled["counts"].items()},
             transient + sorted(absorbing))
         col.figures["Sojourn times (completed stays)"] = plots.sojourn_histograms(
-            {k: v.filter(pl.col("completed")) for k, v in pooled["sojourns"].items()}, transient)
+            {k: transitions.sojourn_times(v, absorbing).filter(pl.col("completed"))
+             for k, v in pooled["samples"].items()}, transient)
         col.figures["State occupation probabilities"] = plots.occupation_curves(
             pooled["occupation"], states)
     return Report(col.checks, col.figures, context)
+
+
+def _resolution(resolution: float | None | str, synthetic: Cohort | PartitionedCohort):
+    if resolution != "auto":
+        return resolution
+    large = synthetic.manifest.n_persons > AUTO_RESOLUTION_PERSONS
+    return 1.0 if isinstance(synthetic, PartitionedCohort) and large else None
+
+
+def _synthetic_aggregates(synthetic: Cohort | PartitionedCohort, endpoints: list[Endpoint],
+                          absorbing: set[str], resolution: float | None, seed: int,
+                          **parallel) -> Aggregates:
+    """The synthetic side's aggregates with integrity results and a person sample: in one
+    pass over the blocks of a partitioned cohort, or of the cohort in memory (its own sample)."""
+    if isinstance(synthetic, PartitionedCohort):
+        return lazy.aggregate(synthetic, endpoints, ("site",), resolution,
+                              integrity_absorbing=absorbing, sample_size=SAMPLE_CAP, seed=seed,
+                              **parallel)
+    return lazy.block_aggregates(synthetic, endpoints, ("site",), resolution,
+                                 integrity_absorbing=absorbing, sample_fraction=1.0)

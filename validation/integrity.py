@@ -162,3 +162,17 @@ def check_integrity(
 def failed(results: Iterable[IntegrityResult]) -> list[IntegrityResult]:
     """The results whose rule did not hold."""
     return [r for r in results if not r.passed]
+
+
+def combine(parts: Iterable[list[IntegrityResult]]) -> list[IntegrityResult]:
+    """The results of disjoint parts of one cohort (blocks of whole persons) as one list:
+    persons added up, the first persons shown taken in part order."""
+    parts = list(parts)
+    combined = []
+    for results in zip(*parts, strict=True):
+        first = results[0]
+        ids = [i for r in results for i in r.first_person_ids][:SHOWN_IDS]
+        n = sum(r.n_persons for r in results)
+        combined.append(IntegrityResult(first.name, first.description, n == 0, n, ids,
+                                        first.rule))
+    return combined

@@ -16,34 +16,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from trajectories.cohort import STATE_PREFIX, Cohort, Manifest
 from trajectories.parallel import run_blocks
 from trajectories.simulate.sharded import PartitionedCohort, read_partitioned
-from validation import survival, transitions
+from validation import integrity, survival, transitions
 from validation.endpoints import EVENT, INDEX, Endpoint, EndpointError, endpoint_times
+from validation.integrity import IntegrityResult
 
 TALLY_SCHEMA = {"time": pl.Float64(), "status": pl.Int8(), "count": pl.Int64()}
+MOVES_SCHEMA = {"from_state": pl.String(), "to_state": pl.String(), "count": pl.Int64(),
+                "first_person_ids": pl.List(pl.Int64())}
+SOJOURN_SCHEMA = {"state": pl.String(), "duration": pl.Float64(), "d": pl.Int64(),
+                  "c": pl.Int64()}
+VOTES_SCHEMA = {"state": pl.String(), "terminal": pl.Int64(), "left": pl.Int64(),
+                "initial": pl.Int64()}
+
+SAMPLE_CAP = 200_000
+"""Persons drawn from a partitioned cohort for what needs rows (Cox models, utility, state
+occupation, descriptive distributions); also the cap of those descriptive comparisons."""
 
 
 @dataclass(frozen=True)
 class Aggregates:
     """Additive summaries of (part of) a cohort; those of disjoint parts add up (:func:`combine`).
 
-    ``tallies``: endpoint name -> [*by, time, status, count], the parts' tallies stacked (a
-    time may repeat; the estimators add up equal times); ``transitions``: [from_state,
-    to_state, count]; ``sojourns``: [state, duration, d, c] for every state (absorbing ones are
-    dropped once known); ``votes``: [state, terminal, left] (see
+    ``persons``: [*by, count]; ``tallies``: endpoint name -> [*by, time, status, count], the
+    parts' tallies stacked (a time may repeat; the estimators add up equal times);
+    ``transitions``: [*by, from_state, to_state, count, first_person_ids]; ``sojourns``:
+    [*by, state, duration, d, c] for every state (absorbing ones are dropped once known);
+    ``votes``: [state, terminal, left, initial] (see
     :func:`validation.transitions.absorbing_votes`).
+    Optional parts: ``integrity`` (every rule of :func:`validation.integrity.check_integrity`,
+    counts added up) and ``sample`` (a random subset of whole persons with all their events,
+    each person kept with probability ``sample_fraction``; the cohort itself at 1).
     """
 
     n_persons: int
+    persons: pl.DataFrame
     tallies: dict[str, pl.DataFrame]
     transitions: pl.DataFrame
     sojourns: pl.DataFrame
     votes: pl.DataFrame
     by: tuple[str, ...] = ()
+    integrity: list[IntegrityResult] | None = None
+    sample: Cohort | None = None
+    sample_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,13 +95,20 @@ def block_aggregates(
     endpoints: Sequence[Endpoint],
     by: Sequence[str] = (),
     resolution: float | None = None,
+    *,
+    integrity_absorbing: Iterable[str] | None = None,
+    sample_fraction: float | None = None,
+    sample_seed: Sequence[int] = (0,),
 ) -> Aggregates:
     """The additive summaries of ``cohort`` (a block, or any set of whole persons).
 
     ``resolution`` (days): endpoint times and sojourn durations are rounded up to multiples of
     it before they are counted (1.0: whole days, as most real data are), which bounds the
     tallies by the number of grid points instead of the number of persons; None keeps them
-    exact.
+    exact. ``integrity_absorbing``: when given, the integrity rules are checked too, with
+    these absorbing states; a part that breaks one is summarised no further (its figures
+    would be meaningless). ``sample_fraction``: keep each person in ``sample`` with this
+    probability (seeded by ``sample_seed``; 1 keeps the cohort itself).
     """
     by = tuple(by)
     if resolution is not None and not resolution > 0:
@@ -92,16 +119,72 @@ def block_aggregates(
             f"group column(s) {missing} are not person columns; the cohort has "
             f"{cohort.persons.columns}"
         )
-    tallies = {endpoint.name: _tally(cohort, endpoint, by, resolution) for endpoint in endpoints}
-    sojourns = transitions.sojourn_times(cohort, absorbing=())
+    persons = cohort.persons.group_by(*by).agg(pl.len().cast(pl.Int64).alias("count")) if by \
+        else pl.DataFrame({"count": [cohort.n_persons]}, schema={"count": pl.Int64})
+    checked = None
+    if integrity_absorbing is not None:
+        checked = integrity.check_integrity(cohort, absorbing_states=integrity_absorbing)
+        if integrity.failed(checked):
+            return _only_counted(cohort, persons, endpoints, by, checked)
+    sojourns = transitions.sojourn_times(cohort, absorbing=()).join(
+        cohort.persons.select("person_id", *by), on="person_id", how="left")
     return Aggregates(
         n_persons=cohort.n_persons,
-        tallies=tallies,
-        transitions=transitions.transition_counts(cohort),
-        sojourns=transitions.sojourn_counts(_rounded(sojourns, "duration", resolution)),
+        persons=persons,
+        tallies={endpoint.name: _tally(cohort, endpoint, by, resolution)
+                 for endpoint in endpoints},
+        transitions=_moves(cohort, by),
+        sojourns=transitions.sojourn_counts(_rounded(sojourns, "duration", resolution),
+                                            by=[*by, "state"]),
         votes=transitions.absorbing_votes(cohort),
         by=by,
+        integrity=checked,
+        sample=None if sample_fraction is None else _sample(cohort, sample_fraction,
+                                                            sample_seed),
+        sample_fraction=sample_fraction,
     )
+
+
+def _only_counted(cohort, persons, endpoints, by, checked) -> Aggregates:
+    """The aggregates of a part that fails integrity: persons and rule counts, no figures."""
+    keyed = {c: cohort.persons.schema[c] for c in by}
+    return Aggregates(
+        n_persons=cohort.n_persons,
+        persons=persons,
+        tallies={e.name: pl.DataFrame(schema=keyed | TALLY_SCHEMA) for e in endpoints},
+        transitions=pl.DataFrame(schema=keyed | MOVES_SCHEMA),
+        sojourns=pl.DataFrame(schema=keyed | SOJOURN_SCHEMA),
+        votes=pl.DataFrame(schema=VOTES_SCHEMA),
+        by=by,
+        integrity=checked,
+    )
+
+
+def _moves(cohort: Cohort, by: tuple[str, ...]) -> pl.DataFrame:
+    """Transition counts per group, with the first persons making each move."""
+    return (
+        cohort.state_spells()
+        .filter(pl.col("next_state").is_not_null())
+        .join(cohort.persons.select("person_id", *by), on="person_id", how="left")
+        .group_by(*by, pl.col("state").alias("from_state"),
+                  pl.col("next_state").alias("to_state"), maintain_order=True)
+        .agg(pl.len().cast(pl.Int64).alias("count"),
+             pl.col("person_id").unique(maintain_order=True).head(integrity.SHOWN_IDS)
+             .alias("first_person_ids"))
+        .sort(*by, "from_state", "to_state")
+    )
+
+
+def _sample(cohort: Cohort, fraction: float, seed: Sequence[int]) -> Cohort:
+    if not 0 < fraction <= 1:
+        raise EndpointError(f"sample_fraction must be in (0, 1], got {fraction!r}")
+    if fraction == 1:
+        return cohort
+    keep = np.random.default_rng(list(seed)).random(cohort.n_persons) < fraction
+    persons = cohort.persons.filter(pl.Series(keep))
+    events = cohort.events.join(persons.select("person_id"), on="person_id", how="semi")
+    return Cohort(persons, events, cohort.manifest.model_copy(
+        update={"n_persons": persons.height}), check=False)
 
 
 def _rounded(frame: pl.DataFrame, column: str, resolution: float | None) -> pl.DataFrame:
@@ -144,30 +227,56 @@ def combine(parts: Iterable[Aggregates]) -> Aggregates:
             .sort(keys)
         )
 
+    moves = (
+        pl.concat([p.transitions for p in parts], how="vertical")
+        .group_by([*by, "from_state", "to_state"], maintain_order=True)
+        .agg(pl.col("count").sum(),
+             pl.col("first_person_ids").list.explode(keep_nulls=False, empty_as_null=False)
+             .head(integrity.SHOWN_IDS))
+        .sort(*by, "from_state", "to_state")
+    )
+    checked = [p.integrity for p in parts]
+    samples = [p.sample for p in parts if p.sample is not None]
     return Aggregates(
         n_persons=sum(p.n_persons for p in parts),
+        persons=summed([p.persons for p in parts], list(by), ["count"]) if by else
+        pl.DataFrame({"count": [sum(p.n_persons for p in parts)]}, schema={"count": pl.Int64}),
         tallies={
             name: pl.concat([p.tallies[name] for p in parts], how="vertical", rechunk=False)
             for name in parts[0].tallies
         },
-        transitions=summed([p.transitions for p in parts], ["from_state", "to_state"],
-                           ["count"]),
-        sojourns=_add_sojourns([p.sojourns for p in parts]),
-        votes=summed([p.votes for p in parts], ["state"], ["terminal", "left"]),
+        transitions=moves,
+        sojourns=_add_sojourns([p.sojourns for p in parts], by),
+        votes=summed([p.votes for p in parts], ["state"], ["terminal", "left", "initial"]),
         by=by,
+        integrity=None if any(c is None for c in checked) else integrity.combine(checked),
+        sample=_stacked(samples) if samples else None,
+        sample_fraction=parts[0].sample_fraction,
     )
 
 
-def _add_sojourns(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """Sojourn counts summed per (state, duration): state by state, which spares sorting and
-    hashing the state strings of a row per stay."""
+def _stacked(samples: list[Cohort]) -> Cohort:
+    if len(samples) == 1:
+        return samples[0]
+    persons = pl.concat([s.persons for s in samples], how="vertical")
+    events = pl.concat([s.events for s in samples], how="vertical")
+    return Cohort(persons, events, samples[0].manifest.model_copy(
+        update={"n_persons": persons.height}), check=False)
+
+
+def _add_sojourns(frames: list[pl.DataFrame], by: tuple[str, ...]) -> pl.DataFrame:
+    """Sojourn counts summed per (group, state, duration): one group and state at a time,
+    which spares sorting and hashing the state strings of a row per stay."""
+    keys = [*by, "state"]
     stacked = pl.concat(frames, how="vertical", rechunk=False)
     per_state = [
         part.group_by("duration")
         .agg(pl.col("d").sum(), pl.col("c").sum())
         .sort("duration")
-        .select(pl.lit(state, pl.String).alias("state"), "duration", "d", "c")
-        for (state,), part in sorted(stacked.partition_by("state", as_dict=True).items())
+        .select(*(pl.lit(v, stacked.schema[k]).alias(k) for k, v in zip(keys, key, strict=True)),
+                "duration", "d", "c")
+        for key, part in sorted(stacked.partition_by(keys, as_dict=True).items(),
+                                key=lambda item: tuple((v is not None, v) for v in item[0]))
     ]
     if not per_state:
         return stacked
@@ -181,27 +290,32 @@ def _add_sojourns(frames: list[pl.DataFrame]) -> pl.DataFrame:
 class _BlockTask:
     """One block's work for a worker: plain, picklable data."""
 
+    index: int
     persons_file: str
     events_file: str
     manifest: dict[str, Any]
     endpoints: tuple[dict[str, Any], ...]
     by: tuple[str, ...]
     resolution: float | None
+    integrity_absorbing: tuple[str, ...] | None
+    sample_fraction: float | None
+    seed: int
 
 
-def _aggregate_block(task: _BlockTask) -> Aggregates:
-    # Every figure here comes from state events: reading only those (about 1 event in 10 in
-    # the built-in scenarios) keeps a block's memory and time small.
+def _aggregate_block(task: _BlockTask) -> tuple[int, Aggregates]:
     persons = pl.read_parquet(task.persons_file)
-    events = (
-        pl.scan_parquet(task.events_file)
-        .filter(pl.col("code").str.starts_with(STATE_PREFIX))
-        .collect()
-    )
+    events = pl.scan_parquet(task.events_file)
+    if task.integrity_absorbing is None and task.sample_fraction is None:
+        # Every figure then comes from state events: reading only those (about 1 event in 10
+        # in the built-in scenarios) keeps a block's memory and time small.
+        events = events.filter(pl.col("code").str.starts_with(STATE_PREFIX))
     manifest = Manifest.model_validate({**task.manifest, "n_persons": persons.height})
-    cohort = Cohort(persons, events, manifest, check=False)
+    cohort = Cohort(persons, events.collect(), manifest, check=False)
     endpoints = [Endpoint.model_validate(e) for e in task.endpoints]
-    return block_aggregates(cohort, endpoints, task.by, task.resolution)
+    return task.index, block_aggregates(cohort, endpoints, task.by, task.resolution,
+                                        integrity_absorbing=task.integrity_absorbing,
+                                        sample_fraction=task.sample_fraction,
+                                        sample_seed=(task.seed, task.index))
 
 
 def aggregate(
@@ -210,6 +324,9 @@ def aggregate(
     by: Sequence[str] = (),
     resolution: float | None = None,
     *,
+    integrity_absorbing: Iterable[str] | None = None,
+    sample_size: int | None = None,
+    seed: int = 0,
     executor: str = "local",
     workers: int | str = 1,
     scheduler: str | None = None,
@@ -217,20 +334,29 @@ def aggregate(
     """:func:`block_aggregates` of every block of a partitioned cohort, added up.
 
     Blocks are read one at a time per worker (``executor``/``workers``/``scheduler`` as in
-    :func:`trajectories.parallel.run_blocks`), persons and state events only. Blocks are not
-    re-validated: the writer checked each one against the data model.
+    :func:`trajectories.parallel.run_blocks`): persons and state events only, or every event
+    when integrity is checked (``integrity_absorbing``) or a person sample is drawn (about
+    ``sample_size`` persons, each kept with probability sample_size / persons, block ``b``'s
+    draws seeded by ``(seed, b)``; all persons when the cohort is no larger).
     """
     dataset = source if isinstance(source, PartitionedCohort) else read_partitioned(source)
     manifest = {k: v for k, v in dataset.manifest.model_dump(mode="json").items()
                 if k not in ("blocks", "layout", "n_blocks")}
     specs = tuple(e.model_dump(mode="json") for e in endpoints)
+    fraction = None
+    if sample_size is not None:
+        fraction = min(1.0, sample_size / max(dataset.manifest.n_persons, 1))
+    absorbing = None if integrity_absorbing is None else tuple(sorted(integrity_absorbing))
     tasks = [
-        _BlockTask(str(p), str(e), manifest, specs, tuple(by), resolution)
-        for p, e in zip(dataset.files("persons"), dataset.files("events"), strict=True)
+        _BlockTask(index, str(p), str(e), manifest, specs, tuple(by), resolution, absorbing,
+                   fraction, seed)
+        for index, (p, e) in enumerate(zip(dataset.files("persons"), dataset.files("events"),
+                                           strict=True))
     ]
-    parts = list(run_blocks(_aggregate_block, tasks, executor, workers, scheduler,
-                            description="validating blocks"))
-    return combine(parts)
+    # Blocks finish in any order; added up in block order, the result never depends on it.
+    parts = sorted(run_blocks(_aggregate_block, tasks, executor, workers, scheduler,
+                              description="validating blocks"), key=lambda part: part[0])
+    return combine(part for _, part in parts)
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -266,7 +392,9 @@ def figures(
                 tally.with_columns((pl.col("status") == EVENT).cast(pl.Int8).alias("status")),
                 aggregates.by,
                 lambda t: survival.kaplan_meier_from_counts(t, alpha=alpha))
-    sojourns = aggregates.sojourns.filter(~pl.col("state").is_in(sorted(absorbing)))
+    sojourns = _pooled(aggregates.sojourns, ["state", "duration"], ["d", "c"]).filter(
+        ~pl.col("state").is_in(sorted(absorbing)))
+    moves = _pooled(aggregates.transitions, ["from_state", "to_state"], ["count"])
     summary = (
         sojourns.group_by("state")
         .agg(pl.col("c").sum().alias("n"), pl.col("d").sum().alias("completed"))
@@ -277,11 +405,16 @@ def figures(
         n_persons=aggregates.n_persons,
         kaplan_meier=kaplan_meier,
         aalen_johansen=aalen_johansen,
-        transitions=aggregates.transitions,
-        jump_chain=transitions.jump_chain(aggregates.transitions),
+        transitions=moves,
+        jump_chain=transitions.jump_chain(moves),
         sojourns=summary,
         absorbing=absorbing,
     )
+
+
+def _pooled(frame: pl.DataFrame, keys: list[str], values: list[str]) -> pl.DataFrame:
+    """``frame``'s counts summed over its groups: one row per ``keys``, sorted."""
+    return frame.group_by(keys).agg(pl.col(v).sum() for v in values).sort(keys)
 
 
 def _per_group(tally: pl.DataFrame, by: tuple[str, ...], estimate) -> pl.DataFrame:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import polars as pl
 
 from trajectories.cohort import Cohort
-from validation import survival, transitions
+from trajectories.simulate.sharded import PartitionedCohort
+from validation import lazy, survival, transitions
 from validation.endpoints import default_endpoints, endpoint_times
+from validation.lazy import SAMPLE_CAP
 from validation.published import (
     HazardRatioFigure,
     LandmarkFigure,
@@ -34,19 +36,31 @@ def _subject(figure) -> str:
 
 
 def compare_published(
-    synthetic: Cohort, published: PublishedFigures, *, thresholds: Thresholds | None = None,
-    seed: int = 0, figures: bool = True,
+    synthetic: Cohort | PartitionedCohort, published: PublishedFigures, *,
+    thresholds: Thresholds | None = None, seed: int = 0, figures: bool = True,
+    executor: str = "local", workers: int | str = 1, scheduler: str | None = None,
 ) -> Report:
-    """One check per published figure: the synthetic estimate must fall in its interval."""
-    unit = published.days_per_unit
-    states = synthetic.events.filter(pl.col("code").str.starts_with("state:"))["code"]
-    state_names = states.unique(maintain_order=True).str.strip_prefix("state:").to_list()
-    from validation.compare import death_states
+    """One check per published figure: the synthetic estimate must fall in its interval.
 
-    endpoints = {e.name: e for e in (published.endpoints or default_endpoints(
-        state_names, death_states(synthetic)))}
-    frames = {name: endpoint_times(synthetic, e) for name, e in endpoints.items()}
-    chain = transitions.jump_chain(transitions.transition_counts(synthetic))
+    A partitioned cohort is read block by block (curves from per-block tallies by site and
+    by the figures' group columns, hazard ratios from a random sample of persons); its default
+    endpoints take its absorbing states as the death states.
+    """
+    unit = published.days_per_unit
+    if isinstance(synthetic, PartitionedCohort):
+        endpoints, frames, chain, sample = _partitioned_inputs(
+            synthetic, published, seed, executor=executor, workers=workers,
+            scheduler=scheduler)
+    else:
+        from validation.compare import death_states
+
+        states = synthetic.events.filter(pl.col("code").str.starts_with("state:"))["code"]
+        state_names = states.unique(maintain_order=True).str.strip_prefix("state:").to_list()
+        endpoints = {e.name: e for e in (published.endpoints or default_endpoints(
+            state_names, death_states(synthetic)))}
+        frames = {name: endpoint_times(synthetic, e) for name, e in endpoints.items()}
+        chain = transitions.jump_chain(transitions.transition_counts(synthetic))
+        sample = frames
     checks, panels = [], {}
     for figure in published.figures:
         subject = _subject(figure)
@@ -63,7 +77,7 @@ def compare_published(
         endpoint = endpoints[figure.endpoint]
         if isinstance(figure, HazardRatioFigure):
             fitted = survival.cox_hazard_ratios(
-                frame, "time", "status", [figure.covariate],
+                _restrict(sample[figure.endpoint], figure), "time", "status", [figure.covariate],
                 reference_levels=(
                     {figure.covariate: figure.reference_level} if figure.reference_level
                     else {}), seed=seed)
@@ -73,10 +87,13 @@ def compare_published(
             checks.append(within("published", f"hazard ratio {name}", subject, estimate,
                                  figure.lower, figure.upper, details=details))
             continue
+        counts = frame.group_by("time", "status").agg(
+            (pl.col("count").sum() if "count" in frame.columns else pl.len()).alias("count"))
         if endpoint.competing:
-            curve = survival.aalen_johansen(frame["time"], frame["status"], cause=1)
+            curve = survival.aalen_johansen_from_counts(counts, cause=1)
         else:
-            curve = survival.kaplan_meier(frame["time"], frame["status"] == 1)
+            curve = survival.kaplan_meier_from_counts(counts.with_columns(
+                (pl.col("status") == 1).cast(pl.Int8).alias("status")))
         if isinstance(figure, MedianFigure):
             estimate = survival.median_survival(curve)["median"] / unit
             checks.append(within("published", "median", subject, estimate, figure.lower,
@@ -91,9 +108,31 @@ def compare_published(
                 column = "survival" if "survival" in curve.columns else "cumulative_incidence"
                 panels.setdefault(key, {"synthetic": curve.select(
                     "time", pl.col(column).alias("value"), "lower", "upper")})
-    report = Report(checks, {}, {"synthetic": f"{synthetic.n_persons:,} persons",
+    report = Report(checks, {}, {"synthetic": f"{synthetic.manifest.n_persons:,} persons",
                                  "reference": f"published figures: {published.source}"})
     if figures and panels:
         report.figures["Synthetic curves for the published endpoints"] = plots.step_curves(
             panels, "value", "probability")
     return report
+
+
+def _partitioned_inputs(dataset: PartitionedCohort, published: PublishedFigures, seed: int,
+                        **parallel):
+    """Endpoints, per-endpoint tallies (by site and group columns), the jump chain and
+    per-endpoint rows of a person sample, read block by block."""
+    endpoints = published.endpoints
+    if not endpoints:
+        structure = lazy.aggregate(dataset, [], **parallel)
+        absorbing = transitions.absorbing_from_votes(structure.votes)
+        votes = structure.votes.sort("initial", "state", descending=[True, False])
+        names = [s for s in votes.get_column("state").to_list() if s not in absorbing]
+        initial = votes.filter(pl.col("initial") > 0).get_column("state").to_list()
+        endpoints = default_endpoints(names + sorted(absorbing), sorted(absorbing),
+                                      initial=initial)
+    groups = sorted({name for figure in published.figures for name in figure.group})
+    totals = lazy.aggregate(dataset, endpoints, ("site", *groups), sample_size=SAMPLE_CAP,
+                            seed=seed, **parallel)
+    moves = totals.transitions.group_by("from_state", "to_state").agg(pl.col("count").sum())
+    sample = {e.name: endpoint_times(totals.sample, e) for e in endpoints}
+    return ({e.name: e for e in endpoints}, dict(totals.tallies),
+            transitions.jump_chain(moves.sort("from_state", "to_state")), sample)

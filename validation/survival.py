@@ -387,24 +387,41 @@ def logrank(
 
     Hypergeometric variance, as lifelines.statistics.logrank_test.
     """
-    a, b = _frame(time_a, event_a, "binary"), _frame(time_b, event_b, "binary")
-    pooled = pl.concat(
-        [a.with_columns(pl.lit(1, pl.Int8).alias("in_a")),
-         b.with_columns(pl.lit(0, pl.Int8).alias("in_a"))]
+    return logrank_from_counts(_counted(time_a, event_a), _counted(time_b, event_b))
+
+
+def _counted(time: ArrayLike, event: ArrayLike) -> pl.DataFrame:
+    """Checked binary survival rows as [time, status, count] tallies."""
+    return (
+        _frame(time, event, "binary")
+        .group_by("time", "status")
+        .agg(pl.len().cast(pl.Int64).alias("count"))
     )
+
+
+def logrank_from_counts(counts_a: pl.DataFrame, counts_b: pl.DataFrame) -> tuple[float, float]:
+    """:func:`logrank` from the two samples' [time, status, count] tallies (status 1 event)."""
+    a, b = _tallies(counts_a, "binary"), _tallies(counts_b, "binary")
+    n_total_a = int(a.get_column("count").sum())
+    pooled = pl.concat(
+        [a.with_columns(pl.lit(1, pl.Int64).alias("in_a")),
+         b.with_columns(pl.lit(0, pl.Int64).alias("in_a"))]
+    )
+    weight = pl.col("count")
     table = (
         pooled.lazy()
         .sort("time")
         .group_by("time", maintain_order=True)
         .agg(
-            pl.len().cast(pl.Int64).alias("removed"),
-            pl.col("in_a").cast(pl.Int64).sum().alias("removed_a"),
-            pl.col("status").sum().alias("d"),
-            (pl.col("status") * pl.col("in_a")).cast(pl.Int64).sum().alias("d_a"),
+            weight.sum().alias("removed"),
+            (weight * pl.col("in_a")).sum().alias("removed_a"),
+            (weight * pl.col("status")).sum().alias("d"),
+            (weight * pl.col("status") * pl.col("in_a")).sum().alias("d_a"),
         )
         .with_columns(
-            (pooled.height - pl.col("removed").cum_sum().shift(1, fill_value=0)).alias("n"),
-            (a.height - pl.col("removed_a").cum_sum().shift(1, fill_value=0)).alias("n_a"),
+            (pl.col("removed").sum() - pl.col("removed").cum_sum().shift(1, fill_value=0))
+            .alias("n"),
+            (n_total_a - pl.col("removed_a").cum_sum().shift(1, fill_value=0)).alias("n_a"),
         )
         .filter(pl.col("d") > 0)
         .collect()
@@ -452,7 +469,7 @@ def max_vertical_distance(
 
 
 def _pooled_cells(frame: pl.DataFrame, horizon: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of the pooled sample's distinct (time, status) cells, and which are events.
+    """Counts of the pooled tallies' distinct (time, status) cells, and which are events.
 
     Cells are ordered by time and, within a time, the event cell first, so that the draws
     in earlier cells are exactly those that left before that time. Rows beyond ``horizon``
@@ -467,7 +484,8 @@ def _pooled_cells(frame: pl.DataFrame, horizon: float | None) -> tuple[np.ndarra
     cells = (
         frame.lazy()
         .group_by("time", "status")
-        .agg(pl.len().alias("count"))
+        .agg(pl.col("count").sum())
+        .filter(pl.col("count") > 0)
         .sort(["time", "status"], descending=[False, True])
         .collect()
     )
@@ -489,7 +507,7 @@ class _CellBootstrap:
     def __init__(self, counts: np.ndarray, is_event: np.ndarray, chunk: int) -> None:
         self.counts, self.cells = counts, counts.size
         self.event_cells = np.flatnonzero(is_event)
-        self.row_cell = np.repeat(np.arange(self.cells, dtype=np.int64), counts)
+        self.row_cell: np.ndarray | None = None  # one entry per pooled row: built when needed
         self.offsets = (np.arange(chunk, dtype=np.int64) * self.cells)[:, None]
         self.cumulative = np.zeros((chunk, self.cells + 1), dtype=np.int64)
         self.at_risk = np.empty((chunk, self.event_cells.size), dtype=np.int64)
@@ -498,6 +516,8 @@ class _CellBootstrap:
     def _draw(self, rng: np.random.Generator, n: int, size: int) -> np.ndarray:
         if 5 * self.cells < n:
             return rng.multinomial(n, self.counts / self.counts.sum(), size=size)
+        if self.row_cell is None:
+            self.row_cell = np.repeat(np.arange(self.cells, dtype=np.int64), self.counts)
         picks = np.take(self.row_cell, rng.integers(0, self.row_cell.size, size=(size, n)))
         picks += self.offsets[:size]
         return np.bincount(picks.ravel(), minlength=size * self.cells).reshape(size, -1)
@@ -543,21 +563,42 @@ def distance_threshold(
     Cost per replicate is O(distinct times + n_a + n_b): 1M vs 10k persons with continuous
     times take seconds for 200 replicates; far less with tied (e.g. whole-day) times.
     """
+    return distance_threshold_from_counts(
+        _counted(time_a, event_a), _counted(time_b, event_b), alpha, n_boot, rng=rng,
+        horizon=horizon)
+
+
+def distance_threshold_from_counts(
+    counts_a: pl.DataFrame,
+    counts_b: pl.DataFrame,
+    alpha: float = 0.05,
+    n_boot: int = 200,
+    *,
+    rng: np.random.Generator,
+    horizon: float | None = None,
+) -> float:
+    """:func:`distance_threshold` from the two samples' [time, status, count] tallies: the
+    same critical value as from the rows they count (the bootstrap only ever sees cells)."""
     if n_boot < 1:
         raise SurvivalDataError(f"n_boot must be >= 1, got {n_boot}")
     _z(alpha)
-    a, b = _frame(time_a, event_a, "binary"), _frame(time_b, event_b, "binary")
+    a, b = _tallies(counts_a, "binary"), _tallies(counts_b, "binary")
+    n_a, n_b = int(a.get_column("count").sum()), int(b.get_column("count").sum())
+    if n_a == 0 or n_b == 0:
+        raise SurvivalDataError("distance_threshold: one sample is empty")
     counts, is_event = _pooled_cells(pl.concat([a, b]), horizon)
     if not is_event.any():
         return 0.0
-    chunk = max(1, min(n_boot, 2_000_000 // max(counts.size, a.height, b.height)))
+    # a replicate holds a count per cell, or (few cells, small n) one pick per row
+    per_replicate = max(counts.size, min(max(n_a, n_b), 5 * counts.size))
+    chunk = max(1, min(n_boot, 2_000_000 // per_replicate))
     bootstrap = _CellBootstrap(counts, is_event, chunk)
     curves = np.empty((2, chunk, int(is_event.sum())))
     distances = []
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        curve_a = bootstrap.survival(rng, a.height, size, curves[0])
-        curve_b = bootstrap.survival(rng, b.height, size, curves[1])
+        curve_a = bootstrap.survival(rng, n_a, size, curves[0])
+        curve_b = bootstrap.survival(rng, n_b, size, curves[1])
         np.subtract(curve_a, curve_b, out=curve_a)
         distances.append(np.abs(curve_a, out=curve_a).max(axis=1))
     ordered = np.sort(np.concatenate(distances))

@@ -176,8 +176,8 @@ def infer_absorbing_states(cohort: Cohort) -> set[str]:
 
 
 def absorbing_votes(cohort: Cohort) -> pl.DataFrame:
-    """[state, terminal, left]: the counts :func:`infer_absorbing_states` weighs; votes of
-    disjoint parts of a cohort add up."""
+    """[state, terminal, left, initial]: the counts :func:`infer_absorbing_states` weighs,
+    and the paths starting in each state; votes of disjoint parts of a cohort add up."""
     terminal = (
         pl.col("next_state").is_null()
         & (pl.col("start") == pl.col("stop"))
@@ -186,6 +186,7 @@ def absorbing_votes(cohort: Cohort) -> pl.DataFrame:
     return cohort.state_spells().group_by("state").agg(
         terminal.sum().cast(pl.Int64).alias("terminal"),
         pl.col("next_state").is_not_null().sum().cast(pl.Int64).alias("left"),
+        pl.col("first").sum().cast(pl.Int64).alias("initial"),
     )
 
 
@@ -223,10 +224,11 @@ def kaplan_meier_medians(sojourns: pl.DataFrame, by: str = "state") -> pl.DataFr
     return medians_from_sojourn_counts(sojourn_counts(sojourns, by), by)
 
 
-def sojourn_counts(sojourns: pl.DataFrame, by: str = "state") -> pl.DataFrame:
-    """[by, duration, d, c]: completed stays (d) and all stays (c) per ``by`` and duration;
+def sojourn_counts(sojourns: pl.DataFrame, by: str | list[str] = "state") -> pl.DataFrame:
+    """[*by, duration, d, c]: completed stays (d) and all stays (c) per ``by`` and duration;
     counts of disjoint parts of a cohort add up (sum them per ``by`` and duration)."""
-    return sojourns.group_by(by, "duration").agg(
+    keys = [by] if isinstance(by, str) else list(by)
+    return sojourns.group_by(*keys, "duration").agg(
         pl.col("completed").sum().cast(pl.Int64).alias("d"), pl.len().cast(pl.Int64).alias("c")
     )
 
@@ -253,17 +255,32 @@ def compare_sojourns(synthetic: pl.DataFrame, reference: pl.DataFrame) -> pl.Dat
     statistic and p-value and the Wasserstein-1 distance (days). Tests are null where either
     side has no completed stay.
     """
+    return compare_sojourn_counts(sojourn_counts(synthetic), sojourn_counts(reference))
+
+
+KS_EXACT_MAX = 10_000
+"""Up to this many completed stays on both sides the KS p-value is scipy's exact one (as
+``ks_2samp``'s default method chooses); above, its asymptotic one."""
+
+
+def compare_sojourn_counts(synthetic: pl.DataFrame, reference: pl.DataFrame) -> pl.DataFrame:
+    """:func:`compare_sojourns` from :func:`sojourn_counts` tables (one row per state and
+    duration: sum the counts of parts first), so that it serves cohorts read block by block.
+
+    The KS statistic and Wasserstein distance are computed on the counted durations exactly as
+    ``scipy.stats.ks_2samp`` and ``wasserstein_distance`` compute them on the stays themselves.
+    """
     sides = {"synthetic": synthetic, "reference": reference}
     summary = None
-    for side, frame in sides.items():
+    for side, counts in sides.items():
         part = (
-            frame.group_by("state")
+            counts.group_by("state")
             .agg(
-                pl.len().cast(pl.Int64).alias(f"n_{side}"),
-                pl.col("completed").sum().cast(pl.Int64).alias(f"completed_{side}"),
+                pl.col("c").sum().cast(pl.Int64).alias(f"n_{side}"),
+                pl.col("d").sum().cast(pl.Int64).alias(f"completed_{side}"),
             )
             .join(
-                kaplan_meier_medians(frame).rename({"median": f"median_{side}"}),
+                medians_from_sojourn_counts(counts).rename({"median": f"median_{side}"}),
                 on="state",
                 how="left",
             )
@@ -277,15 +294,12 @@ def compare_sojourns(synthetic: pl.DataFrame, reference: pl.DataFrame) -> pl.Dat
     tests = []
     for state in summary.get_column("state").to_list():
         a, b = (
-            frame.filter((pl.col("state") == state) & pl.col("completed"))
-            .get_column("duration")
-            .to_numpy()
-            for frame in sides.values()
+            counts.filter((pl.col("state") == state) & (pl.col("d") > 0))
+            .group_by("duration").agg(pl.col("d").sum()).sort("duration")
+            for counts in sides.values()
         )
-        if a.size and b.size:
-            ks = stats.ks_2samp(a, b)
-            tests.append((state, float(ks.statistic), float(ks.pvalue),
-                          float(stats.wasserstein_distance(a, b))))
+        if a.height and b.height:
+            tests.append((state, *_counted_two_sample_tests(a, b)))
         else:
             tests.append((state, None, None, None))
     test_frame = pl.DataFrame(
@@ -295,6 +309,27 @@ def compare_sojourns(synthetic: pl.DataFrame, reference: pl.DataFrame) -> pl.Dat
         orient="row",
     )
     return summary.join(test_frame, on="state", how="left")
+
+
+def _counted_two_sample_tests(a: pl.DataFrame, b: pl.DataFrame) -> tuple[float, float, float]:
+    """KS statistic, KS p-value and Wasserstein-1 distance of two [duration, d] tables."""
+    values_a, weights_a = a.get_column("duration").to_numpy(), a.get_column("d").to_numpy()
+    values_b, weights_b = b.get_column("duration").to_numpy(), b.get_column("d").to_numpy()
+    n_a, n_b = int(weights_a.sum()), int(weights_b.sum())
+    wasserstein = float(stats.wasserstein_distance(values_a, values_b, weights_a, weights_b))
+    if max(n_a, n_b) <= KS_EXACT_MAX:
+        ks = stats.ks_2samp(np.repeat(values_a, weights_a), np.repeat(values_b, weights_b))
+        return float(ks.statistic), float(ks.pvalue), wasserstein
+    at = np.union1d(values_a, values_b)
+    cdf_a = np.cumsum(weights_a)[np.searchsorted(values_a, at, side="right") - 1] / n_a
+    cdf_b = np.cumsum(weights_b)[np.searchsorted(values_b, at, side="right") - 1] / n_b
+    cdf_a[at < values_a[0]] = 0.0
+    cdf_b[at < values_b[0]] = 0.0
+    statistic = float(np.max(np.abs(cdf_a - cdf_b)))
+    # scipy's asymptotic two-sided rule: Kolmogorov's distribution at n = n_a n_b / (n_a + n_b)
+    high, low = max(n_a, n_b), min(n_a, n_b)
+    p = float(np.clip(stats.kstwo.sf(statistic, np.round(high * low / (high + low))), 0, 1))
+    return statistic, p, wasserstein
 
 
 # -- Aalen-Johansen state occupation -----------------------------------------------------------
