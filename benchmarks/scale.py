@@ -1,5 +1,6 @@
 """Scale benchmark: a sharded run of the multi-site scenario on 1 and 2 workers, then lazy
-validation of the partitioned cohort.
+validation of the partitioned cohort and the full compare against an in-memory reference,
+both block by block (the cohort is never loaded whole).
 
 Run: python benchmarks/scale.py [--n 10000000] [--workers 1,2] [--executor local|dask]
 Each case runs in a fresh subprocess whose workers are pinned to one thread each (polars,
@@ -84,11 +85,31 @@ def case_validate(args: argparse.Namespace, workers: int, out: str) -> dict:
             "medians_months": medians, "transitions": figures.transitions.rows()}
 
 
+def case_compare(args: argparse.Namespace, workers: int, out: str) -> dict:
+    from trajectories.simulate import MarkovSimulator
+    from trajectories.simulate.sharded import read_partitioned
+    from validation import compare
+
+    reference = MarkovSimulator(args.scenario).simulate(args.reference_n, seed=2)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    report = compare(read_partitioned(out), reference, executor=args.executor, workers=workers,
+                     resolution=args.resolution if args.resolution else "auto")
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    own, children = peaks_mib()
+    return {"workers": workers, "seconds": seconds, "cpu_seconds": cpu,
+            "coordinator_mib": own,
+            "worker_mib": own if workers == 1 and args.executor == "local" else children,
+            "counts": report.counts(), "failed": [f"{c.group}: {c.name} ({c.subject})"
+                                                  for c in report.failures],
+            "context": report.context}
+
+
 def run_child(args: argparse.Namespace, case: str, workers: int, out: str) -> dict:
     env = {**os.environ, **SINGLE_THREAD}
     command = [sys.executable, __file__, "--n", str(args.n), "--scenario", args.scenario,
                "--block-size", str(args.block_size), "--executor", args.executor,
                *(["--resolution", str(args.resolution)] if args.resolution else []),
+               "--reference-n", str(args.reference_n),
                "--child", case, str(workers), out]
     finished = subprocess.run(command, env=env, capture_output=True, text=True)
     if finished.returncode != 0:
@@ -106,11 +127,14 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--resolution", type=float, default=None,
                         help="validate on times rounded up to this many days (default: exact)")
+    parser.add_argument("--reference-n", type=int, default=10_000,
+                        help="persons of the in-memory reference for the full compare")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         case, workers, out = args.child
-        run = case_simulate if case == "simulate" else case_validate
+        run = {"simulate": case_simulate, "validate": case_validate,
+               "compare": case_compare}[case]
         print(json.dumps(run(args, int(workers), out)))
         return
 
@@ -152,6 +176,16 @@ def main() -> None:
               f"); peak memory per worker {v['worker_mib']:,.0f} MiB, coordinator "
               f"{v['coordinator_mib']:,.0f} MiB")
         print(f"  median months: {medians}")
+        c = run_child(args, "compare", counts[-1], str(root / f"w{counts[-1]}"))
+        print(f"  full compare (validation.compare, as `trajectories validate`) against "
+              f"{args.reference_n:,} reference persons, {counts[-1]} worker(s): "
+              f"{c['seconds']:.1f} s (CPU {c['cpu_seconds']:.1f} s); {c['counts']['pass']} "
+              f"passed, {c['counts']['fail']} failed; peak memory per worker "
+              f"{c['worker_mib']:,.0f} MiB, coordinator {c['coordinator_mib']:,.0f} MiB; "
+              f"{c['context'].get('synthetic read')}; resolution "
+              f"{c['context'].get('resolution (days)', 'exact')}")
+        for failure in c["failed"]:
+            print(f"    failed: {failure}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

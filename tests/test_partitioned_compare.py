@@ -47,7 +47,7 @@ def assert_same_checks(a, b, groups=None) -> None:
                 kb[key].metric, kb[key].threshold, kb[key].verdict, kb[key].details), key
 
 
-def test_partitioned_compare_equals_the_in_memory_compare(directory, reference):
+def test_partitioned_compare_equals_the_in_memory_compare(directory, reference, monkeypatch):
     dataset = read_partitioned(directory)
     in_memory = compare(dataset.collect(), reference, figures=False)
     by_blocks = compare(dataset, reference, figures=False)
@@ -56,6 +56,7 @@ def test_partitioned_compare_equals_the_in_memory_compare(directory, reference):
     assert len(in_memory.checks) > 60
     assert_same_checks(in_memory, by_blocks)
     assert "block by block (8 blocks)" in by_blocks.context["synthetic read"]
+    monkeypatch.setattr(lazy, "FOLD_EVERY", 3)  # running totals of three blocks at a time
     two_workers = compare(dataset, reference, figures=False, workers=2)
     assert_same_checks(by_blocks, two_workers)
 

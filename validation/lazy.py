@@ -242,7 +242,7 @@ def combine(parts: Iterable[Aggregates]) -> Aggregates:
         persons=summed([p.persons for p in parts], list(by), ["count"]) if by else
         pl.DataFrame({"count": [sum(p.n_persons for p in parts)]}, schema={"count": pl.Int64}),
         tallies={
-            name: pl.concat([p.tallies[name] for p in parts], how="vertical", rechunk=False)
+            name: summed([p.tallies[name] for p in parts], [*by, "time", "status"], ["count"])
             for name in parts[0].tallies
         },
         transitions=moves,
@@ -353,10 +353,32 @@ def aggregate(
         for index, (p, e) in enumerate(zip(dataset.files("persons"), dataset.files("events"),
                                            strict=True))
     ]
-    # Blocks finish in any order; added up in block order, the result never depends on it.
-    parts = sorted(run_blocks(_aggregate_block, tasks, executor, workers, scheduler,
-                              description="validating blocks"), key=lambda part: part[0])
-    return combine(part for _, part in parts)
+    return _added_in_block_order(run_blocks(_aggregate_block, tasks, executor, workers,
+                                            scheduler, description="validating blocks"))
+
+
+FOLD_EVERY = 16
+"""Blocks' aggregates held before they are added to the running total (bounds memory)."""
+
+
+def _added_in_block_order(parts: Iterable[tuple[int, Aggregates]]) -> Aggregates:
+    """The sum of (block index, aggregates) pairs arriving in any order, added up in block
+    order (so person samples and example ids never depend on which worker finished first),
+    a few blocks at a time so that memory holds the running total, not every block."""
+    waiting: dict[int, Aggregates] = {}
+    ready: list[Aggregates] = []
+    total, following = None, 0
+    for index, part in parts:
+        waiting[index] = part
+        while following in waiting:
+            ready.append(waiting.pop(following))
+            following += 1
+        if len(ready) >= FOLD_EVERY:
+            total = combine([*([total] if total else []), *ready])
+            ready = []
+    if waiting:
+        raise EndpointError(f"blocks {sorted(waiting)} arrived without the blocks before them")
+    return combine([*([total] if total else []), *ready])
 
 
 # -- figures --------------------------------------------------------------------------------------
