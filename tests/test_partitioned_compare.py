@@ -161,3 +161,14 @@ def test_block_aggregates_of_a_cohort_keep_the_cohort_as_its_sample(reference):
     n = reference.n_persons
     assert abs(half.sample.n_persons - n / 2) < 4 * np.sqrt(n / 4)
     assert half.sample.events.join(half.sample.persons, on="person_id", how="anti").is_empty()
+
+
+def test_event_quantiles_of_a_tally_equal_numpy_on_the_expanded_times():
+    rng = np.random.default_rng(4)
+    times = np.round(rng.exponential(200.0, 5_000))
+    status = (rng.random(times.size) < 0.6).astype(np.int8)
+    tally = (pl.DataFrame({"time": times, "status": status})
+             .group_by("time", "status").agg(pl.len().cast(pl.Int64).alias("count")))
+    expected = np.quantile(times[status == 1], np.linspace(0, 1, 400))
+    np.testing.assert_allclose(compare_module._event_quantiles(tally, 400), expected,
+                               rtol=0, atol=1e-9)

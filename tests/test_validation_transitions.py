@@ -479,3 +479,22 @@ def test_compare_samples_equals_scipy():
     assert out["wasserstein"] == pytest.approx(stats.wasserstein_distance(a, b))
     empty = compare_samples([], b)
     assert empty["n_a"] == 0 and empty["ks_p_value"] is None and empty["median_b"] is not None
+
+
+@pytest.mark.parametrize("sizes", [(30_000, 20_000), (12_000, 600), (40, 70)])
+def test_counted_sojourn_tests_equal_scipy_on_the_stays(sizes):
+    """KS (exact and asymptotic regimes) and Wasserstein from counts equal scipy on rows."""
+    rng = np.random.default_rng(sum(sizes))
+    stays = {side: np.round(rng.exponential(scale, n)) for side, n, scale in
+             zip(("a", "b"), sizes, (100.0, 103.0), strict=True)}
+    frames = {side: pl.DataFrame({"person_id": np.arange(v.size), "state": "ill",
+                                  "duration": v, "completed": rng.random(v.size) < 0.8})
+              for side, v in stays.items()}
+    row = compare_sojourns(frames["a"], frames["b"]).row(0, named=True)
+    done = {side: f.filter(pl.col("completed"))["duration"].to_numpy()
+            for side, f in frames.items()}
+    ks = stats.ks_2samp(done["a"], done["b"])
+    assert row["ks_statistic"] == pytest.approx(ks.statistic, abs=1e-12)
+    assert row["ks_p_value"] == pytest.approx(ks.pvalue, rel=1e-9, abs=1e-15)
+    assert row["wasserstein"] == pytest.approx(
+        stats.wasserstein_distance(done["a"], done["b"]), rel=1e-9)
