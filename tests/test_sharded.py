@@ -24,6 +24,7 @@ from trajectories.parallel import ExecutorError, run_blocks
 from trajectories.simulate import MarkovSimulator
 from trajectories.simulate.sharded import (
     RUN_FILE,
+    PartitionedCohort,
     ShardedRunError,
     is_partitioned,
     part_name,
@@ -244,3 +245,23 @@ def test_run_blocks_returns_every_result_and_raises_the_first_failure():
         run_blocks(square, [1], scheduler="tcp://localhost:8786")
     with pytest.raises(ExecutorError, match="positive integer or 'auto'"):
         run_blocks(square, [1], workers=0)
+
+
+def test_describe_sums_the_blocks_to_the_in_memory_summary(reference, monkeypatch):
+    from typer.testing import CliRunner
+
+    from trajectories.cli import app
+    from trajectories.summary import summarize
+
+    dataset = read_partitioned(reference)
+    whole, by_blocks = summarize(dataset.collect()), summarize(dataset)
+    for table in ("sites", "codes", "followup", "states", "exits"):
+        assert_frame_equal(getattr(whole, table), getattr(by_blocks, table), check_exact=False,
+                           rel_tol=1e-12)
+    assert by_blocks.sites["persons"].sum() == N
+    monkeypatch.setattr(PartitionedCohort, "collect",
+                        lambda self, check=True: pytest.fail("the cohort was collected"))
+    result = CliRunner().invoke(app, ["describe", str(reference)])
+    assert result.exit_code == 0, result.output
+    events = sum(b["n_events"] for b in dataset.blocks)
+    assert f"{N:,} persons, {events:,} events" in " ".join(result.output.split())

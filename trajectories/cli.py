@@ -255,14 +255,20 @@ def calibrate(
 def describe(
     cohort_dir: Annotated[Path, typer.Argument(help="A cohort directory.")],
 ) -> None:
-    """Summarise a cohort: persons per site, events per code, follow-up, states, exits."""
+    """Summarise a cohort: persons per site, events per code, follow-up, states, exits.
+
+    A partitioned cohort is read one block at a time, never whole."""
     from trajectories.cohort import Cohort
+    from trajectories.simulate.sharded import is_partitioned, read_partitioned
     from trajectories.summary import summarize
 
-    cohort = Cohort.read(cohort_dir)
+    cohort = (read_partitioned(cohort_dir) if is_partitioned(cohort_dir)
+              else Cohort.read(cohort_dir))
     manifest = cohort.manifest
+    n_events = (cohort.events.height if isinstance(cohort, Cohort)
+                else sum(block["n_events"] for block in cohort.blocks))
     out.print(
-        f"[bold]{cohort_dir}[/]: {cohort.n_persons:,} persons, {cohort.events.height:,} events; "
+        f"[bold]{cohort_dir}[/]: {manifest.n_persons:,} persons, {n_events:,} events; "
         f"generator {manifest.generator}, scenario {manifest.scenario_name}, seed {manifest.seed}"
     )
     summary = summarize(cohort)
