@@ -265,3 +265,17 @@ def test_describe_sums_the_blocks_to_the_in_memory_summary(reference, monkeypatc
     assert result.exit_code == 0, result.output
     events = sum(b["n_events"] for b in dataset.blocks)
     assert f"{N:,} persons, {events:,} events" in " ".join(result.output.split())
+
+
+def test_the_progress_bar_shows_blocks_persons_per_second_and_time_left(
+        simulator, tmp_path, capsys):
+    from trajectories import progress
+
+    progress.enable(True)
+    try:
+        simulate_sharded(simulator, tmp_path / "shown", n=900, seed=SEED)
+    finally:
+        progress.enable(False)
+    shown = capsys.readouterr().err
+    assert "simulating blocks" in shown and "3/3" in shown
+    assert "persons/s" in shown and "0:00:00" in shown

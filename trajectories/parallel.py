@@ -59,6 +59,7 @@ def run_blocks(
     workers: int | str = 1,
     scheduler: str | None = None,
     description: str = "blocks",
+    count: Callable[[R], int] | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(item)`` for every item, in completion order, on the chosen executor.
 
@@ -67,8 +68,9 @@ def run_blocks(
     (``tcp://host:8786``; its own workers run the items, ``workers`` is not used), or a
     ``LocalCluster`` of ``workers`` single-threaded processes when ``scheduler`` is None.
     Results should say which item they belong to. The first failing item stops the run: items
-    not started are cancelled and its exception is raised. Progress (items done, time left)
-    goes through :func:`trajectories.progress.track`.
+    not started are cancelled and its exception is raised. Progress (items done, time left,
+    and persons per second when ``count`` says how many persons a result holds) goes through
+    :func:`trajectories.progress.track`.
     """
     if executor not in EXECUTORS:
         raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
@@ -77,13 +79,13 @@ def run_blocks(
             f"a scheduler address ({scheduler!r}) only applies to executor 'dask', "
             f"not {executor!r}"
         )
-    count = resolve_workers(workers)
+    n_workers = resolve_workers(workers)
     items = list(items)
     if executor == "local":
-        results = _run_local(fn, items, count)
+        results = _run_local(fn, items, n_workers)
     else:
-        results = _run_dask(fn, items, count, scheduler)
-    return progress.track(results, total=len(items), description=description)
+        results = _run_dask(fn, items, n_workers, scheduler)
+    return progress.track(results, total=len(items), description=description, count=count)
 
 
 def _run_local(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:

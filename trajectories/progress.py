@@ -6,7 +6,8 @@ pass-through unless :func:`enable` was called (the CLI does so).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,8 +21,19 @@ def enable(on: bool = True) -> None:
     _enabled = on
 
 
-def track(items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-    """Yield ``items``, drawing a rich progress bar on stderr when progress is enabled."""
+def track(
+    items: Iterable[T],
+    total: int | None = None,
+    description: str = "",
+    *,
+    count: Callable[[T], int] | None = None,
+    unit: str = "persons",
+) -> Iterator[T]:
+    """Yield ``items``, drawing a rich progress bar on stderr when progress is enabled.
+
+    With ``count`` (how many ``unit`` an item holds, e.g. a block's persons) the bar also shows
+    the throughput in ``unit`` per second.
+    """
     if not _enabled:
         yield from items
         return
@@ -35,15 +47,22 @@ def track(items: Iterable[T], total: int | None = None, description: str = "") -
         TimeRemainingColumn,
     )
 
-    columns = (
+    columns = [
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-    )
+    ]
+    if count is not None:
+        columns.append(TextColumn("{task.fields[throughput]}"))
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, throughput="")
+        done, start = 0, time.perf_counter()
         for item in items:
             yield item
+            if count is not None:
+                done += count(item)
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                bar.update(task, throughput=f"{rate:,.0f} {unit}/s")
             bar.advance(task)

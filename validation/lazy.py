@@ -354,7 +354,8 @@ def aggregate(
                                            strict=True))
     ]
     return _added_in_block_order(run_blocks(_aggregate_block, tasks, executor, workers,
-                                            scheduler, description="validating blocks"))
+                                            scheduler, description="validating blocks",
+                                            count=lambda part: part[1].n_persons))
 
 
 FOLD_EVERY = 16

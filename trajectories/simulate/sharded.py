@@ -220,7 +220,8 @@ def simulate_sharded(
         if block not in done
     ]
     results = {r.block: r for r in run_blocks(write_block, jobs, executor, workers, scheduler,
-                                              description="simulating blocks")}
+                                              description="simulating blocks",
+                                              count=lambda r: r.n_persons)}
     results.update({b: _describe_existing(directory, b, n_blocks) for b in done})
     blocks = [asdict(results[b]) for b in range(n_blocks)]
     manifest = simulator.manifest_for(
