@@ -315,13 +315,18 @@ def test_duckdb_schema(cohort: Cohort, exported: dict[str, Path], tmp_path: Path
     with duckdb.connect(str(path)) as con:
         con.execute(f"ATTACH '{exported['duckdb']}' AS src (READ_ONLY)")
         con.execute("CREATE SCHEMA cdm")
+        con.execute('CREATE SCHEMA "site ""b"" cdm"')  # a name with quotes must be escaped
         for (table,) in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'"
         ).fetchall():
             con.execute(f'CREATE TABLE cdm."{table}" AS SELECT * FROM src."{table}"')
+            con.execute(f'CREATE TABLE "site ""b"" cdm"."{table}" AS SELECT * FROM '
+                        f'src."{table}"')
     mapping = mapping_from_cohort(cohort)
     back = from_omop(path, mapping, schema="cdm")
     assert back.events.equals(from_omop(exported["duckdb"], mapping).events)
+    quoted = from_omop(path, mapping, schema='site "b" cdm')
+    assert quoted.events.equals(back.events)
     with pytest.raises(OmopImportError, match="schema.duckdb \\(schema main\\): table person "
                                               "not found"):
         from_omop(path, mapping)

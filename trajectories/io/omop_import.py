@@ -90,6 +90,11 @@ class ParquetSource:
         return None
 
 
+def _quoted(identifier: str) -> str:
+    """A SQL identifier in double quotes, embedded quotes doubled (DuckDB, standard SQL)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 class DuckDBSource:
     """A DuckDB database file, read only; ``schema`` is the CDM schema (default ``main``)."""
 
@@ -114,9 +119,10 @@ class DuckDBSource:
     def read(self, table: str, columns: Sequence[str]) -> pl.DataFrame:
         import duckdb
 
-        names = ", ".join(f'"{c}"' for c in columns)
+        names = ", ".join(_quoted(c) for c in columns)
         try:
-            result = self.connection.sql(f'SELECT {names} FROM "{self.schema}"."{table}"')
+            result = self.connection.sql(
+                f"SELECT {names} FROM {_quoted(self.schema)}.{_quoted(table)}")
             return pl.from_arrow(result.to_arrow_table())
         except duckdb.Error as error:
             raise OmopImportError(f"{self.name}: cannot read table {table}: {error}") from None
