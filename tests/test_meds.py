@@ -444,3 +444,30 @@ def test_export_refusals(cohort: Cohort, written: tuple[Path, dict], tmp_path: P
     counts = write_meds(cohort, small, shard_size=10_000, overwrite=True)
     assert sorted(counts) == [str(f.relative_to(small)) for f in data_files(small)]
     assert len(counts) == 3
+
+
+def test_a_partitioned_cohort_streams_to_the_same_files(tmp_path: Path, monkeypatch) -> None:
+    from conftest import FULL_SCENARIO
+
+    from trajectories.simulate.sharded import (
+        PartitionedCohort,
+        read_partitioned,
+        simulate_sharded,
+    )
+
+    scenario = scenario_from_dict(dict(FULL_SCENARIO), source="<meds test>")
+    simulator = MarkovSimulator(scenario, block_size=250)  # shards span blocks
+    dataset = read_partitioned(simulate_sharded(simulator, tmp_path / "cohort", n=1100, seed=4))
+    in_memory = write_meds(dataset.collect(), tmp_path / "whole", shard_size=300, seed=2)
+    monkeypatch.setattr(PartitionedCohort, "collect",
+                        lambda self, check=True: pytest.fail("the cohort was collected"))
+    streamed = write_meds(dataset, tmp_path / "streamed", shard_size=300, seed=2)
+    assert streamed == in_memory and len(streamed) >= 5
+    for name in (*streamed, CODES_FILE, SPLITS_FILE):
+        assert pl.read_parquet(tmp_path / "streamed" / name).equals(
+            pl.read_parquet(tmp_path / "whole" / name)), name
+    meta = {side: json.loads((tmp_path / side / DATASET_FILE).read_text())
+            for side in ("whole", "streamed")}
+    assert meta["streamed"]["trajectories"] == meta["whole"]["trajectories"]
+    back = from_meds(tmp_path / "streamed")
+    assert back.n_persons == 1100

@@ -346,9 +346,11 @@ def export_meds(
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
-    """Export a cohort as a MEDS v0.4 dataset (data/, metadata/)."""
+    """Export a cohort as a MEDS v0.4 dataset (data/, metadata/); a partitioned cohort is
+    streamed block by block."""
     from trajectories.cohort import Cohort
     from trajectories.io.meds import write_meds
+    from trajectories.simulate.sharded import is_partitioned, read_partitioned
 
     try:
         fractions = tuple(float(x) for x in splits.split(","))
@@ -356,7 +358,9 @@ def export_meds(
         raise TrajectoriesError(
             f"export meds: --splits must be three numbers, got {splits!r}"
         ) from None
-    counts = write_meds(Cohort.read(cohort_dir), out_dir, split_fractions=fractions, seed=seed,
+    cohort = (read_partitioned(cohort_dir) if is_partitioned(cohort_dir)
+              else Cohort.read(cohort_dir))
+    counts = write_meds(cohort, out_dir, split_fractions=fractions, seed=seed,
                         shard_size=shard_size, end_events=end_events, overwrite=overwrite)
     print_frame(pl.DataFrame({"part": list(counts), "rows": list(counts.values())}),
                 f"MEDS dataset written to {out_dir}")

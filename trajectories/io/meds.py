@@ -30,9 +30,10 @@ carries the cohort's manifest and covariate types under the key ``trajectories``
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,12 @@ from trajectories.cohort import (
     PERSON_COLUMNS,
     STATE_PREFIX,
     Cohort,
+    Manifest,
     prepare_output_directory,
 )
 from trajectories.errors import TrajectoriesError
 from trajectories.io.survival_table import assemble_cohort
+from trajectories.simulate.sharded import PartitionedCohort
 
 MEDS_VERSION = "0.4.1"
 """The MEDS release whose schemas the files follow (the same in 0.4.0 and 0.4.1)."""
@@ -330,7 +333,7 @@ def _describe(code: str, concept: Mapping[str, Any] | None) -> str:
 
 
 def write_meds(
-    cohort: Cohort,
+    cohort: Cohort | PartitionedCohort,
     out_dir: str | Path,
     *,
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -345,32 +348,39 @@ def write_meds(
     Persons are split train / tuning / held_out by ``split_fractions`` (a seeded permutation,
     see :func:`assign_splits`); each split is cut into shards of at most ``shard_size``
     persons, ``data/<split>/<k>.parquet``, each sorted by subject then time. See the module
-    docstring for how persons, follow-up and durations are encoded.
+    docstring for how persons, follow-up and durations are encoded. A partitioned cohort is
+    streamed block by block (memory: one block and one shard per split) into the same data
+    files as the cohort in memory would give.
     """
     from trajectories import __version__
 
     if shard_size < 1:
         raise MedsError(f"shard_size: must be a positive number of persons, got {shard_size}")
     directory = Path(out_dir)
-    persons, events = cohort.persons, cohort.events
-    covariate_types = _covariate_types(persons, cohort.covariates)
-    splits = assign_splits(persons.get_column("person_id"), split_fractions, seed)
+    if isinstance(cohort, PartitionedCohort):
+        person_ids = cohort.persons().select("person_id").collect().get_column("person_id")
+        schema = cohort.persons().collect_schema()
+        covariates = [c for c in schema.names() if c not in PERSON_COLUMNS]
+        covariate_types = _covariate_types(pl.DataFrame(schema=schema), covariates)
+        manifest = Manifest.model_validate({
+            k: v for k, v in cohort.manifest.model_dump().items()
+            if k not in ("layout", "blocks", "n_blocks")})
+        version = hashlib.sha256("".join(
+            b["persons_sha256"] + b["events_sha256"] for b in cohort.blocks).encode()).hexdigest()
+    else:
+        person_ids = cohort.persons.get_column("person_id")
+        covariate_types = _covariate_types(cohort.persons, cohort.covariates)
+        manifest, version = cohort.manifest, cohort.fingerprint()
+    splits = assign_splits(person_ids, split_fractions, seed)
     _prepare_directory(directory, overwrite)
 
-    ranges = _row_ranges(events)
-    keyed = persons.join(splits.rename({"subject_id": "person_id"}), on="person_id")
-    jobs = []
-    for split in SPLITS:
-        members = keyed.filter(pl.col("split") == split).sort("person_id")
-        for k, start in enumerate(range(0, members.height, shard_size)):
-            jobs.append((f"{DATA_DIR}/{split}/{k}.parquet", members.slice(start, shard_size)))
     counts: dict[str, int] = {}
     codes: set[str] = set()
-    for name, shard in progress.track(jobs, total=len(jobs), description="MEDS shards"):
-        rows = meds_rows(
-            shard, _gather(events, ranges, shard.get_column("person_id")), covariate_types,
-            end_events,
-        )
+    shards = (_streamed_shards(cohort, splits, shard_size)
+              if isinstance(cohort, PartitionedCohort)
+              else _shards(cohort, splits, shard_size))
+    for name, persons, events in shards:
+        rows = meds_rows(persons, events, covariate_types, end_events)
         codes.update(rows.get_column("code").unique().to_list())
         path = directory / name
         try:
@@ -380,13 +390,12 @@ def write_meds(
             raise MedsError(f"{path}: cannot write MEDS shard: {error}") from None
         counts[name] = rows.height
 
-    concepts = getattr(cohort.manifest, "concepts", None)
+    concepts = getattr(manifest, "concepts", None)
     pq.write_table(_code_metadata(sorted(codes), concepts), directory / CODES_FILE)
     pq.write_table(splits.to_arrow().cast(SPLITS_SCHEMA), directory / SPLITS_FILE)
-    manifest = cohort.manifest
     metadata = {
         "dataset_name": dataset_name or manifest.scenario_name or manifest.generator,
-        "dataset_version": cohort.fingerprint()[:16],
+        "dataset_version": version[:16],
         "etl_name": ETL_NAME,
         "etl_version": __version__,
         "meds_version": MEDS_VERSION,
@@ -403,6 +412,69 @@ def write_meds(
     text = json.dumps(metadata, indent=2, sort_keys=True)
     (directory / DATASET_FILE).write_text(text + "\n", encoding="utf-8")
     return counts
+
+
+Shard = tuple[str, pl.DataFrame, pl.DataFrame]
+"""A data file's name, its persons (sorted by person_id) and their events."""
+
+
+def _shards(cohort: Cohort, splits: pl.DataFrame, shard_size: int) -> Iterator[Shard]:
+    """Each split's persons in person_id order, cut every ``shard_size`` persons."""
+    events = cohort.events
+    ranges = _row_ranges(events)
+    keyed = cohort.persons.join(splits.rename({"subject_id": "person_id"}), on="person_id")
+    jobs = []
+    for split in SPLITS:
+        members = keyed.filter(pl.col("split") == split).sort("person_id")
+        for k, start in enumerate(range(0, members.height, shard_size)):
+            jobs.append((f"{DATA_DIR}/{split}/{k}.parquet", members.slice(start, shard_size)))
+    for name, shard in progress.track(jobs, total=len(jobs), description="MEDS shards"):
+        yield name, shard, _gather(events, ranges, shard.get_column("person_id"))
+
+
+def _streamed_shards(dataset: PartitionedCohort, splits: pl.DataFrame,
+                     shard_size: int) -> Iterator[Shard]:
+    """:func:`_shards` of a partitioned cohort, reading one block at a time: blocks in
+    person_id order fill one buffer per split, written out every ``shard_size`` persons."""
+    ranges = []
+    for index, file in enumerate(dataset.files("persons")):
+        ids = pl.scan_parquet(file).select(pl.col("person_id").min().alias("low"),
+                                           pl.col("person_id").max().alias("high")).collect()
+        ranges.append((ids.item(0, "low"), ids.item(0, "high"), index))
+    ranges.sort(key=lambda r: (r[0] is None, r[0]))
+    present = [r for r in ranges if r[0] is not None]
+    for (_, high, a), (low, _, b) in zip(present, present[1:], strict=False):
+        if low <= high:
+            raise MedsError(f"{dataset.directory}: blocks {a} and {b} hold overlapping person_id "
+                            "ranges; a partitioned cohort keeps each block's persons apart")
+    labels = splits.rename({"subject_id": "person_id"})
+    buffers: dict[str, list[pl.DataFrame]] = {split: [] for split in SPLITS}
+    written = dict.fromkeys(SPLITS, 0)
+
+    def cut(split: str, persons: pl.DataFrame, events: pl.DataFrame, final: bool):
+        while persons.height >= shard_size or (final and persons.height):
+            shard = persons.head(shard_size)
+            last = shard.item(-1, "person_id")
+            yield (f"{DATA_DIR}/{split}/{written[split]}.parquet", shard,
+                   events.filter(pl.col("person_id") <= last))
+            written[split] += 1
+            persons = persons.slice(shard.height)
+            events = events.filter(pl.col("person_id") > last)
+        buffers[split] = [persons, events]
+
+    for _, _, index in progress.track(ranges, total=len(ranges), description="MEDS blocks"):
+        block = dataset.block(index)
+        keyed = block.persons.join(labels, on="person_id").sort("person_id")
+        for split in SPLITS:
+            members = keyed.filter(pl.col("split") == split).drop("split")
+            mine = block.events.join(members.select("person_id"), on="person_id", how="semi")
+            held = buffers[split]
+            persons = pl.concat([held[0], members]) if held else members
+            events = pl.concat([held[1], mine]) if held else mine
+            yield from cut(split, persons, events, final=False)
+    for split in SPLITS:
+        if buffers[split]:
+            yield from cut(split, *buffers[split], final=True)
 
 
 # -- reading ----------------------------------------------------------------------------------
