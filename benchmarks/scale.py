@@ -69,7 +69,8 @@ def case_validate(args: argparse.Namespace, workers: int, out: str) -> dict:
         Endpoint(name="progression", events=["progressed"], competing=["death"]),
     ]
     start, cpu = time.perf_counter(), cpu_seconds()
-    figures = validate_partitioned(out, endpoints, by=("arm",), resolution=args.resolution,
+    figures = validate_partitioned(out, endpoints, by=("arm",),
+                                   resolution=args.resolution or "auto",
                                    executor=args.executor, workers=workers)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     own, children = peaks_mib()
@@ -126,7 +127,8 @@ def main() -> None:
     parser.add_argument("--executor", default="local", choices=["local", "dask"])
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--resolution", type=float, default=None,
-                        help="validate on times rounded up to this many days (default: exact)")
+                        help="validate on times rounded up to this many days (default: auto, "
+                             "whole days above 2,000,000 persons)")
     parser.add_argument("--reference-n", type=int, default=10_000,
                         help="persons of the in-memory reference for the full compare")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -166,7 +168,8 @@ def main() -> None:
         for workers in counts[:-1]:
             shutil.rmtree(root / f"w{workers}", ignore_errors=True)
         v = run_child(args, "validate", counts[-1], str(root / f"w{counts[-1]}"))
-        timing = "exact" if args.resolution is None else f"rounded up to {args.resolution:g} d"
+        timing = (f"rounded up to {args.resolution:g} d" if args.resolution else
+                  "auto: whole days above 2,000,000 persons, else exact")
         medians = ", ".join(f"{k} {m:.2f}" for k, m in v["medians_months"].items()
                             if m is not None)
         print(f"  lazy validation, {counts[-1]} worker(s): {v['seconds']:.1f} s "

@@ -172,3 +172,17 @@ def test_event_quantiles_of_a_tally_equal_numpy_on_the_expanded_times():
     expected = np.quantile(times[status == 1], np.linspace(0, 1, 400))
     np.testing.assert_allclose(compare_module._event_quantiles(tally, 400), expected,
                                rtol=0, atol=1e-9)
+
+
+def test_auto_resolution_counts_whole_days_only_for_large_partitioned_cohorts(
+        directory, reference, monkeypatch):
+    assert lazy.auto_resolution("auto", lazy.AUTO_RESOLUTION_PERSONS + 1) == 1.0
+    assert lazy.auto_resolution("auto", lazy.AUTO_RESOLUTION_PERSONS) is None
+    assert lazy.auto_resolution(0.5, 10**9) == 0.5 and lazy.auto_resolution(None, 10**9) is None
+    dataset = read_partitioned(directory)
+    monkeypatch.setattr(lazy, "AUTO_RESOLUTION_PERSONS", N - 1)
+    auto = compare(dataset, reference, figures=False)
+    assert auto.context["resolution (days)"].startswith("1 ")
+    assert_same_checks(auto, compare(dataset, reference, figures=False, resolution=1.0))
+    in_memory = compare(dataset.collect(), reference, figures=False)  # never rounded by auto
+    assert "resolution (days)" not in in_memory.context

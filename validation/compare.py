@@ -35,9 +35,6 @@ COX_ROWS = 50_000
 """Synthetic rows a Cox model of the report is fitted on (a seeded subsample above that): its
 standard error then stays well below a typical reference's, at a fraction of the time."""
 
-AUTO_RESOLUTION_PERSONS = 2_000_000
-"""Above this many persons a partitioned cohort's aggregates count whole days by default."""
-
 DISTANCE_GRID = 400
 """Kaplan-Meier distances are tested on times coarsened to this many pooled event quantiles,
 which keeps the bootstrap cheap at any cohort size (the same grid serves both curves)."""
@@ -463,8 +460,8 @@ def compare(
     utility check, state occupation and the descriptive figures use a random sample of about
     ``SAMPLE_CAP`` persons. ``resolution`` (days) rounds endpoint times and sojourn durations
     of both sides up to that grid before counting; "auto" rounds to whole days for partitioned
-    cohorts above ``AUTO_RESOLUTION_PERSONS`` persons (keeping the aggregates small) and
-    keeps times exact otherwise.
+    cohorts above :data:`validation.lazy.AUTO_RESOLUTION_PERSONS` persons (keeping the
+    aggregates small) and keeps times exact otherwise.
     """
     th = thresholds or Thresholds()
     if isinstance(reference, PublishedFigures):
@@ -571,10 +568,9 @@ def compare(
 
 
 def _resolution(resolution: float | None | str, synthetic: Cohort | PartitionedCohort):
-    if resolution != "auto":
-        return resolution
-    large = synthetic.manifest.n_persons > AUTO_RESOLUTION_PERSONS
-    return 1.0 if isinstance(synthetic, PartitionedCohort) and large else None
+    if isinstance(synthetic, PartitionedCohort):
+        return lazy.auto_resolution(resolution, synthetic.manifest.n_persons)
+    return None if resolution == "auto" else resolution
 
 
 def _synthetic_aggregates(synthetic: Cohort | PartitionedCohort, endpoints: list[Endpoint],

@@ -6,7 +6,8 @@ counts per (state, duration) and absorbing-state votes. Their sums over the bloc
 the estimators of :mod:`validation.survival` and :mod:`validation.transitions`, so the figures
 are those of the whole cohort in memory, to the last bit. Memory holds one block per worker
 plus the tallies (one row per distinct time: about one per person when times are continuous,
-far fewer when they are whole days: ``resolution`` rounds times up to a grid for that).
+far fewer when they are whole days: ``resolution`` rounds times up to a grid for that, by
+default whole days above two million persons).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -33,6 +34,10 @@ SOJOURN_SCHEMA = {"state": pl.String(), "duration": pl.Float64(), "d": pl.Int64(
                   "c": pl.Int64()}
 VOTES_SCHEMA = {"state": pl.String(), "terminal": pl.Int64(), "left": pl.Int64(),
                 "initial": pl.Int64()}
+
+AUTO_RESOLUTION_PERSONS = 2_000_000
+"""Above this many persons a partitioned cohort's aggregates count whole days by default
+("auto" resolution): exact times would keep about a row per person in the tallies."""
 
 SAMPLE_CAP = 200_000
 """Persons drawn from a partitioned cohort for what needs rows (Cox models, utility, state
@@ -322,7 +327,7 @@ def aggregate(
     source: PartitionedCohort | str | Path,
     endpoints: Sequence[Endpoint],
     by: Sequence[str] = (),
-    resolution: float | None = None,
+    resolution: float | None | Literal["auto"] = "auto",
     *,
     integrity_absorbing: Iterable[str] | None = None,
     sample_size: int | None = None,
@@ -337,9 +342,11 @@ def aggregate(
     :func:`trajectories.parallel.run_blocks`): persons and state events only, or every event
     when integrity is checked (``integrity_absorbing``) or a person sample is drawn (about
     ``sample_size`` persons, each kept with probability sample_size / persons, block ``b``'s
-    draws seeded by ``(seed, b)``; all persons when the cohort is no larger).
+    draws seeded by ``(seed, b)``; all persons when the cohort is no larger). ``resolution``
+    as in :func:`block_aggregates`, or "auto": :func:`auto_resolution`.
     """
     dataset = source if isinstance(source, PartitionedCohort) else read_partitioned(source)
+    resolution = auto_resolution(resolution, dataset.manifest.n_persons)
     manifest = {k: v for k, v in dataset.manifest.model_dump(mode="json").items()
                 if k not in ("blocks", "layout", "n_blocks")}
     specs = tuple(e.model_dump(mode="json") for e in endpoints)
@@ -356,6 +363,14 @@ def aggregate(
     return _added_in_block_order(run_blocks(_aggregate_block, tasks, executor, workers,
                                             scheduler, description="validating blocks",
                                             count=lambda part: part[1].n_persons))
+
+
+def auto_resolution(resolution: float | None | str, n_persons: int) -> float | None:
+    """``resolution``, or for "auto": whole days above ``AUTO_RESOLUTION_PERSONS`` persons,
+    exact times below."""
+    if resolution != "auto":
+        return resolution
+    return 1.0 if n_persons > AUTO_RESOLUTION_PERSONS else None
 
 
 FOLD_EVERY = 16
@@ -464,7 +479,7 @@ def validate_partitioned(
     by: Sequence[str] = (),
     absorbing: Iterable[str] | None = None,
     alpha: float = 0.05,
-    resolution: float | None = None,
+    resolution: float | None | Literal["auto"] = "auto",
     *,
     executor: str = "local",
     workers: int | str = 1,
