@@ -475,7 +475,7 @@ def compare(
     states = _state_names(reference)
     absorbing = transitions.infer_absorbing_states(reference)
     context = {
-        "synthetic": f"{synthetic.manifest.n_persons:,} persons "
+        "synthetic": f"{synthetic.n_persons:,} persons "
                      f"({synthetic.manifest.generator}, scenario "
                      f"{synthetic.manifest.scenario_name}, seed {synthetic.manifest.seed})",
         "reference": f"{reference.n_persons:,} persons ({reference.manifest.generator})",
@@ -569,7 +569,7 @@ def compare(
 
 def _resolution(resolution: float | None | str, synthetic: Cohort | PartitionedCohort):
     if isinstance(synthetic, PartitionedCohort):
-        return lazy.auto_resolution(resolution, synthetic.manifest.n_persons)
+        return lazy.auto_resolution(resolution, synthetic.n_persons)
     return None if resolution == "auto" else resolution
 
 

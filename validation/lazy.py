@@ -346,13 +346,13 @@ def aggregate(
     as in :func:`block_aggregates`, or "auto": :func:`auto_resolution`.
     """
     dataset = source if isinstance(source, PartitionedCohort) else read_partitioned(source)
-    resolution = auto_resolution(resolution, dataset.manifest.n_persons)
+    resolution = auto_resolution(resolution, dataset.n_persons)
     manifest = {k: v for k, v in dataset.manifest.model_dump(mode="json").items()
                 if k not in ("blocks", "layout", "n_blocks")}
     specs = tuple(e.model_dump(mode="json") for e in endpoints)
     fraction = None
     if sample_size is not None:
-        fraction = min(1.0, sample_size / max(dataset.manifest.n_persons, 1))
+        fraction = min(1.0, sample_size / max(dataset.n_persons, 1))
     absorbing = None if integrity_absorbing is None else tuple(sorted(integrity_absorbing))
     tasks = [
         _BlockTask(index, str(p), str(e), manifest, specs, tuple(by), resolution, absorbing,

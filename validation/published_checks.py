@@ -108,7 +108,7 @@ def compare_published(
                 column = "survival" if "survival" in curve.columns else "cumulative_incidence"
                 panels.setdefault(key, {"synthetic": curve.select(
                     "time", pl.col(column).alias("value"), "lower", "upper")})
-    report = Report(checks, {}, {"synthetic": f"{synthetic.manifest.n_persons:,} persons",
+    report = Report(checks, {}, {"synthetic": f"{synthetic.n_persons:,} persons",
                                  "reference": f"published figures: {published.source}"})
     if figures and panels:
         report.figures["Synthetic curves for the published endpoints"] = plots.step_curves(

@@ -381,6 +381,10 @@ class PartitionedCohort:
         return list(self.manifest.model_extra.get("blocks", []))
 
     @property
+    def n_persons(self) -> int:
+        return self.manifest.n_persons
+
+    @property
     def n_blocks(self) -> int:
         return len(self.blocks)
 
