@@ -13,7 +13,13 @@ events sorted by time with negative times set to 0, an initial state at time 0 w
 state is missing or late, everything after the first absorbing state dropped, follow-up
 stretched to the last event, exits made to agree with the path, durations cut at follow-up.
 
+PAR is slow (hours for SDV's default 128 epochs on 2 cores), so ``--par-cache DIR`` keeps its
+raw sample (CSV) and timings (JSON, wall and CPU seconds) in a folder per scenario, n, epochs,
+seed and training data fingerprint, and a later run with the same settings reuses them (the
+table says so). ``--skip-sequence-model`` runs PAR alone (to fill the cache in the background).
+
 Run: python benchmarks/sequence.py [--n 10000] [--par-python /work/parvenv/bin/python]
+                                   [--par-epochs 1] [--par-cache /work/parcache]
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ from sdv.metadata import Metadata
 from sdv.sequential import PARSynthesizer
 
 source, target, epochs, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-context = json.loads(sys.argv[5])
+context, seed = json.loads(sys.argv[5]), int(sys.argv[6])
+import numpy, torch
+numpy.random.seed(seed)
+torch.manual_seed(seed)
 data = pd.read_csv(source)
 metadata = Metadata.detect_from_dataframes({"events": data})
 metadata.update_column(column_name="person_id", sdtype="id", table_name="events")
@@ -50,31 +59,48 @@ metadata.set_sequence_key(column_name="person_id", table_name="events")
 metadata.set_sequence_index(column_name="time", table_name="events")
 synthesizer = PARSynthesizer(metadata, context_columns=context, epochs=epochs, cuda=False,
                              verbose=False)
-start = time.perf_counter()
+start, start_cpu = time.perf_counter(), time.process_time()
 synthesizer.fit({"events": data})
-trained = time.perf_counter()
+trained, trained_cpu = time.perf_counter(), time.process_time()
 sample = synthesizer.sample_sequences(num_sequences=n)
 sample = sample["events"] if isinstance(sample, dict) else sample
-sampled = time.perf_counter()
+sampled, sampled_cpu = time.perf_counter(), time.process_time()
 sample.to_csv(target, index=False)
-print(json.dumps({"train_seconds": trained - start, "sample_seconds": sampled - trained}))
+print(json.dumps({"train_seconds": trained - start, "sample_seconds": sampled - trained,
+                  "train_cpu_seconds": trained_cpu - start_cpu,
+                  "sample_cpu_seconds": sampled_cpu - trained_cpu,
+                  "torch_threads": torch.get_num_threads()}))
 """
+SAMPLE_FILE, TIMINGS_FILE = "sample.csv", "timings.json"
 
 GROUPS = ("integrity", "survival", "transitions")
 
 
 def run_sequence_model(reference: Cohort, n: int, args) -> dict:
-    overrides = {"device": args.device}
-    if args.epochs:
-        overrides["max_epochs"] = args.epochs
-    model = SequenceModel(**overrides)
+    if args.model:
+        # A model trained earlier (SequenceModel.save): its recorded training time is shown.
+        model = SequenceModel.load(args.model, device=args.device)
+        if model.training.get("fingerprint") != reference.fingerprint():
+            raise SystemExit(f"{args.model}: trained on other data than --n/--scenario give")
+        trained = {"train_seconds": model.training.get("seconds"),
+                   "train_cpu_seconds": model.training.get("cpu_seconds"),
+                   "epochs": len(model.training.get("history", [])), "source": "loaded"}
+    else:
+        overrides = {"device": args.device}
+        if args.epochs:
+            overrides["max_epochs"] = args.epochs
+        if args.train_seed is not None:
+            overrides["seed"] = args.train_seed
+        model = SequenceModel(**overrides)
+        wall, cpu = time.perf_counter(), time.process_time()
+        model.fit(reference)
+        trained = {"train_seconds": time.perf_counter() - wall,
+                   "train_cpu_seconds": time.process_time() - cpu,
+                   "epochs": len(model.training["history"]), "source": "this run"}
+        if args.save_model:
+            model.save(args.save_model, overwrite=True)
     wall, cpu = time.perf_counter(), time.process_time()
-    model.fit(reference)
-    trained = {"train_seconds": time.perf_counter() - wall,
-               "train_cpu_seconds": time.process_time() - cpu,
-               "epochs": len(model.training["history"])}
-    wall, cpu = time.perf_counter(), time.process_time()
-    sampled = model.sample(n, seed=3)
+    sampled = model.sample(n, seed=args.seed)
     return {"cohort": sampled, **trained, "sample_seconds": time.perf_counter() - wall,
             "sample_cpu_seconds": time.process_time() - cpu}
 
@@ -110,14 +136,18 @@ def repair_par(sample: pl.DataFrame, reference: Cohort, n: int) -> tuple[Cohort,
                                  pl.lit(f"state:{initial}").alias("code"))
     rows = pl.concat([added, rows.select("person_id", "time", "code", "value", "duration")],
                      how="diagonal").sort("person_id", "time", maintain_order=True)
-    # One state at time 0, and no state repeating the one before it.
+    # One state at time 0, and no state repeating the one before it (among the states kept
+    # after the time-0 ones are dropped, so that A, B at 0, A becomes A alone).
     is_state = pl.col("code").str.starts_with("state:")
     rows = rows.with_row_index("row")
-    state_rows = rows.filter(is_state).with_columns(
-        (pl.col("person_id") == pl.col("person_id").shift(1)).fill_null(False).alias("same"),
-        pl.col("code").shift(1).alias("before"))
-    dropped = state_rows.filter(pl.col("same") & ((pl.col("time") == 0)
-                                                  | (pl.col("code") == pl.col("before"))))
+    same = (pl.col("person_id") == pl.col("person_id").shift(1)).fill_null(False)
+    state_rows = rows.filter(is_state).with_columns(same.alias("same"))
+    late = state_rows.filter(~(pl.col("same") & (pl.col("time") == 0))).with_columns(
+        same.alias("same"), pl.col("code").shift(1).alias("before"))
+    dropped = pl.concat([
+        state_rows.filter(pl.col("same") & (pl.col("time") == 0)).select("row", "person_id"),
+        late.filter(pl.col("same") & (pl.col("code") == pl.col("before")))
+        .select("row", "person_id")])
     rows = rows.join(dropped.select("row"), on="row", how="anti").drop("row")
     is_absorbing = pl.col("code").is_in([f"state:{s}" for s in absorbing])
     rows = rows.with_columns(is_absorbing.alias("absorbing")).filter(
@@ -152,33 +182,79 @@ def repair_par(sample: pl.DataFrame, reference: Cohort, n: int) -> tuple[Cohort,
     return Cohort(persons, events, Manifest.new("PARSynthesizer", persons.height)), repaired
 
 
-def run_par(reference: Cohort, n: int, args) -> dict | None:
-    python = Path(args.par_python)
-    if not python.is_file():
-        print(f"PARSynthesizer: skipped ({python} not found)")
-        return None
+def _par_cache_folder(root: Path, reference: Cohort, n: int, args) -> Path:
+    """The cache folder of one PAR run: scenario, n, epochs, seed and the data's fingerprint."""
+    key = f"{args.scenario}_n{n}_epochs{args.par_epochs}_seed{args.par_seed}"
+    return root / f"{key}_{reference.fingerprint()[:12]}"
+
+
+def _run_par_process(reference: Cohort, n: int, args, target: Path) -> dict | None:
+    """Train and sample PAR in its own Python; its sample goes to ``target``; its timings
+    (wall and CPU seconds, CPU of the child process as the OS counts it) are returned."""
     table, context = _par_table(reference)
     with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder) / "reference.csv", Path(folder) / "sample.csv"
+        source = Path(folder) / "reference.csv"
         table.write_csv(source)
         start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             done = subprocess.run(
-                [str(python), "-c", PAR_SCRIPT, str(source), str(target), str(args.par_epochs),
-                 str(n), json.dumps(context)],
+                [str(args.par_python), "-c", PAR_SCRIPT, str(source), str(target),
+                 str(args.par_epochs), str(n), json.dumps(context), str(args.par_seed)],
                 capture_output=True, text=True, timeout=args.par_timeout, check=False)
         except subprocess.TimeoutExpired:
             print(f"PARSynthesizer: no result within {args.par_timeout} s")
             return None
-        if done.returncode != 0:
-            print(f"PARSynthesizer failed:\n{done.stderr[-2000:]}")
-            return None
-        timings = json.loads(done.stdout.strip().splitlines()[-1])
-        sample = pl.read_csv(target, schema_overrides={"site": pl.String, "sex": pl.String})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        print(f"PARSynthesizer failed:\n{done.stderr[-2000:]}")
+        return None
+    timings = json.loads(done.stdout.strip().splitlines()[-1])
     timings["wall_seconds"] = time.perf_counter() - start
+    timings["process_cpu_seconds"] = (after.ru_utime - before.ru_utime
+                                      + after.ru_stime - before.ru_stime)
+    timings |= {"scenario": args.scenario, "n": n, "epochs": args.par_epochs,
+                "seed": args.par_seed, "reference_fingerprint": reference.fingerprint(),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return timings
+
+
+def run_par(reference: Cohort, n: int, args) -> dict | None:
+    folder = None
+    if args.par_cache:
+        folder = _par_cache_folder(Path(args.par_cache), reference, n, args)
+        if (folder / SAMPLE_FILE).is_file() and (folder / TIMINGS_FILE).is_file():
+            timings = json.loads((folder / TIMINGS_FILE).read_text(encoding="utf-8"))
+            timings["source"] = "cache"
+            print(f"PARSynthesizer: reusing the cached result in {folder} (finished "
+                  f"{timings.get('finished', '?')})")
+            return _par_result(folder / SAMPLE_FILE, timings, reference, n)
+    python = Path(args.par_python)
+    if not python.is_file():
+        print(f"PARSynthesizer: skipped ({python} not found)")
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / SAMPLE_FILE
+        timings = _run_par_process(reference, n, args, target)
+        if timings is None:
+            return None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / SAMPLE_FILE).write_bytes(target.read_bytes())
+            (folder / TIMINGS_FILE).write_text(json.dumps(timings, indent=1) + "\n",
+                                               encoding="utf-8")
+            print(f"PARSynthesizer: result stored in {folder}")
+        timings["source"] = "this run"
+        return _par_result(target, timings, reference, n)
+
+
+def _par_result(path: Path, timings: dict, reference: Cohort, n: int) -> dict:
+    sample = pl.read_csv(path, schema_overrides={"site": pl.String, "sex": pl.String})
     cohort, repaired = repair_par(sample, reference, n)
+    print(f"PARSynthesizer: {repaired:,} of {cohort.n_persons:,} sampled persons needed repair "
+          f"({sample.height:,} raw rows)")
     return {"cohort": cohort, **timings, "repaired_persons": repaired,
-            "raw_rows": sample.height, "epochs": args.par_epochs}
+            "raw_rows": sample.height}
 
 
 def summarise(cohort: Cohort, held_out: Cohort) -> dict:
@@ -215,9 +291,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--par-python", default="/work/parvenv/bin/python")
-    parser.add_argument("--par-epochs", type=int, default=8,
-                        help="PAR's epochs (SDV's default, 128, takes hours on 2 cores)")
-    parser.add_argument("--par-timeout", type=int, default=3600)
+    parser.add_argument("--par-epochs", type=int, default=1,
+                        help="PAR's epochs (SDV's default is 128; one epoch is one full-batch "
+                             "step taking ~52 minutes for 10,000 persons on 2 cores, so more "
+                             "are infeasible here: use --par-cache)")
+    parser.add_argument("--par-seed", type=int, default=0, help="PAR's numpy/torch seed")
+    parser.add_argument("--par-timeout", type=int, default=3600 * 6)
+    parser.add_argument("--par-cache", default=None,
+                        help="folder keeping PAR's sample and timings, reused when the scenario, "
+                             "n, epochs, seed and training data match")
+    parser.add_argument("--skip-sequence-model", action="store_true",
+                        help="run PAR only (for example to fill --par-cache)")
+    parser.add_argument("--seed", type=int, default=3, help="the sequence model's sample seed")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="the sequence model's training seed (default: the config's)")
+    parser.add_argument("--model", default=None,
+                        help="load this saved sequence model instead of training one (its "
+                             "recorded training time is shown)")
+    parser.add_argument("--save-model", default=None, help="save the trained sequence model here")
     args = parser.parse_args()
 
     simulator = MarkovSimulator(args.scenario)
@@ -228,7 +319,9 @@ def main() -> None:
           f"{os.cpu_count()} cores, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (CPU seconds below are robust "
           "to other processes, wall seconds are not)")
-    results = {"SequenceModel": run_sequence_model(reference, args.n, args)}
+    results = {}
+    if not args.skip_sequence_model:
+        results["SequenceModel"] = run_sequence_model(reference, args.n, args)
     par = run_par(reference, args.n, args)
     if par is not None:
         results["PARSynthesizer"] = par
@@ -238,17 +331,22 @@ def main() -> None:
         per_1000 = 1000 * result["sample_seconds"] / args.n
         rows[name] = {
             "training (s)": result["train_seconds"],
+            "training CPU (s)": result.get("train_cpu_seconds"),
             "epochs": result["epochs"],
             "sampling per 1,000 persons (s)": per_1000,
             "persons sampled per second": args.n / result["sample_seconds"],
             **summarise(result["cohort"], held_out),
         }
-        if "train_cpu_seconds" in result:
-            rows[name]["training CPU (s)"] = result["train_cpu_seconds"]
+        if "sample_cpu_seconds" in result:
             rows[name]["sampling CPU per 1,000 (s)"] = (1000 * result["sample_cpu_seconds"]
                                                         / args.n)
+        if "process_cpu_seconds" in result:
+            rows[name]["whole process CPU (s)"] = result["process_cpu_seconds"]
+            rows[name]["whole process wall (s)"] = result["wall_seconds"]
         if "repaired_persons" in result:
             rows[name]["persons needing repair"] = result["repaired_persons"]
+        if "source" in result:
+            rows[name]["result from"] = result["source"]
     names = list(rows)
     keys = [k for k in dict.fromkeys(k for r in rows.values() for k in r) if k != "failed checks"]
     width = max(len(k) for k in keys) + 2

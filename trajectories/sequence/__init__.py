@@ -78,7 +78,7 @@ class SequenceModel:
         held = max(1, round(config.validation_fraction * cohort.n_persons))
         validation = tokens.subset(np.sort(order[:held]))
         train = tokens.subset(np.sort(order[held:]))
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         with seeded(config.seed, device):
             net = EventSequenceNet(config, vocab.size, len(vocab.states), vocab.n_bins)
             net = net.to(device)
@@ -92,6 +92,7 @@ class SequenceModel:
             "train_persons": int(train.n_persons),
             "validation_persons": int(validation.n_persons),
             "seconds": round(time.perf_counter() - start, 3),
+            "cpu_seconds": round(time.process_time() - start_cpu, 3),
             "device": str(device),
             "history": history,
         }
