@@ -34,7 +34,7 @@ SCENARIO = {
     "followup": {"max_days": 1500, "loss_to_followup_per_year": 0.05},
     "visits": [{"type": "outpatient", "rates_per_year": {"healthy": 1, "ill": 4}}],
 }
-N_TRAIN, N_HELD_OUT, N_SAMPLED = 4000, 1500, 2000
+N_TRAIN, N_HELD_OUT, N_SAMPLED = 16_000, 4_000, 4_000  # 20,000 simulated persons
 ABSORBING = "state:dead"
 
 
