@@ -132,6 +132,19 @@ def test_published_figures_of_a_partitioned_cohort(tmp_path):
     assert len(by_blocks.checks) == 5
     assert [(c.name, c.subject, c.metric, c.verdict) for c in by_blocks.checks] == [
         (c.name, c.subject, c.metric, c.verdict) for c in in_memory.checks]
+    # Without [[endpoints]], the default ones come from the blocks' states and votes.
+    text = (EXAMPLES / "keynote189.toml").read_text()
+    defaults = text[:text.index("[[endpoints]]")] + text[text.index("[[figures]]"):]
+    defaults = defaults.replace("progression_free_survival", "event_free_survival")
+    defaults += ('\n[[figures]]\nkind = "transition_probability"\nfrom = "progression_free"\n'
+                 'to = "progressed"\nvalue = 0.8\nlower = 0.0\nupper = 1.0\n')
+    (tmp_path / "defaults.toml").write_text(defaults)
+    published = load_published(tmp_path / "defaults.toml")
+    in_memory = compare(dataset.collect(), published, figures=False)
+    by_blocks = compare(dataset, published, figures=False)
+    assert len(by_blocks.checks) == 6 and by_blocks.checks[-1].name == "transition probability"
+    assert [(c.name, c.subject, c.metric, c.verdict) for c in by_blocks.checks] == [
+        (c.name, c.subject, c.metric, c.verdict) for c in in_memory.checks]
 
 
 def test_validate_cli_reads_a_partitioned_cohort_without_collecting_it(
