@@ -132,3 +132,15 @@ def full_scenario_dict() -> dict[str, Any]:
 def full_scenario(full_scenario_dict: dict[str, Any]) -> Scenario:
     """The every-feature scenario, validated."""
     return scenario_from_dict(full_scenario_dict, source="<full>")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models gain nothing from threads, and the suite runs two workers on two cores:
+    one torch thread each avoids oversubscription (restored afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from trajectories import Cohort, MarkovSimulator
 from trajectories.scenario import scenario_from_dict
@@ -38,14 +37,7 @@ N_TRAIN, N_HELD_OUT, N_SAMPLED = 16_000, 4_000, 4_000  # 20,000 simulated person
 ABSORBING = "state:dead"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models gain nothing from threads, and the suite runs two workers on two cores:
-    one thread each avoids oversubscription (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _split(cohort: Cohort, ids: pl.Series) -> Cohort:

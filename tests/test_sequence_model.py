@@ -22,14 +22,7 @@ SMALL = {"d_model": 16, "n_heads": 2, "feedforward": 32, "n_layers": 1, "max_epo
          "batch_tokens": 4096, "seed": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models gain nothing from threads, and the suite runs two workers on two cores:
-    one thread each avoids oversubscription (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

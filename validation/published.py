@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trajectories.errors import TrajectoriesError
@@ -39,6 +40,15 @@ class _Figure(BaseModel):
             raise ValueError(f"needs lower <= value <= upper, got {self.lower}, {self.value}, "
                              f"{self.upper}")
         return self
+
+    def restrict(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The rows of ``frame`` (per-person rows or tallies, with site and covariate columns)
+        that this figure is about: its site and covariate levels."""
+        if self.site is not None:
+            frame = frame.filter(pl.col("site") == self.site)
+        for name, level in self.group.items():
+            frame = frame.filter(pl.col(name).cast(pl.String) == level)
+        return frame
 
 
 class LandmarkFigure(_Figure):

@@ -20,14 +20,6 @@ from validation.report import Report, plots, within
 from validation.thresholds import Thresholds
 
 
-def _restrict(frame: pl.DataFrame, figure) -> pl.DataFrame:
-    if figure.site is not None:
-        frame = frame.filter(pl.col("site") == figure.site)
-    for name, level in figure.group.items():
-        frame = frame.filter(pl.col(name).cast(pl.String) == level)
-    return frame
-
-
 def _subject(figure) -> str:
     where = [f"site {figure.site}"] if figure.site else []
     where += [f"{k}={v}" for k, v in figure.group.items()]
@@ -73,11 +65,11 @@ def compare_published(
             checks.append(within("published", "transition probability", subject, estimate,
                                  figure.lower, figure.upper, details=details))
             continue
-        frame = _restrict(frames[figure.endpoint], figure)
+        frame = figure.restrict(frames[figure.endpoint])
         endpoint = endpoints[figure.endpoint]
         if isinstance(figure, HazardRatioFigure):
             fitted = survival.cox_hazard_ratios(
-                _restrict(sample[figure.endpoint], figure), "time", "status", [figure.covariate],
+                figure.restrict(sample[figure.endpoint]), "time", "status", [figure.covariate],
                 reference_levels=(
                     {figure.covariate: figure.reference_level} if figure.reference_level
                     else {}), seed=seed)

@@ -213,14 +213,6 @@ def cox_one(time: np.ndarray, event: np.ndarray, x: np.ndarray) -> float:
     return beta
 
 
-def _restrict(frame: pl.DataFrame, figure) -> pl.DataFrame:
-    if figure.site is not None:
-        frame = frame.filter(pl.col("site") == figure.site)
-    for name, level in figure.group.items():
-        frame = frame.filter(pl.col(name).cast(pl.String) == level)
-    return frame
-
-
 def _estimate(figure, frames: dict[str, pl.DataFrame], endpoints: dict[str, Endpoint],
               chain: pl.DataFrame, unit: float) -> float:
     """The synthetic estimate of one figure (on the figure's scale)."""
@@ -228,7 +220,7 @@ def _estimate(figure, frames: dict[str, pl.DataFrame], endpoints: dict[str, Endp
         row = chain.filter((pl.col("from_state") == figure.from_state)
                            & (pl.col("to_state") == figure.to_state))
         return float(row["probability"][0]) if row.height else 0.0
-    frame = _restrict(frames[figure.endpoint], figure)
+    frame = figure.restrict(frames[figure.endpoint])
     if frame.is_empty():
         return math.nan
     if isinstance(figure, HazardRatioFigure):
