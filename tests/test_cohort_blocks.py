@@ -9,6 +9,7 @@ import threading
 
 import polars as pl
 import pytest
+from conftest import WELL_ILL_DEAD, named
 
 from trajectories import Cohort, CohortSchemaError
 from trajectories.cohort_blocks import (
@@ -22,18 +23,7 @@ from trajectories.scenario import scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 
 N_PERSONS = 240
-SCENARIO = {
-    "name": "blocks_test",
-    "initial_state": "well",
-    "states": [{"name": "well"}, {"name": "ill"}, {"name": "dead", "absorbing": True}],
-    "transitions": [
-        {"from": "well", "to": "ill", "hazard": {"family": "exponential", "rate": 0.002}},
-        {"from": "well", "to": "dead", "hazard": {"family": "exponential", "rate": 0.001}},
-        {"from": "ill", "to": "dead", "hazard": {"family": "exponential", "rate": 0.004}},
-    ],
-    "visits": [{"type": "outpatient", "rates_per_year": {"well": 2, "ill": 6}}],
-    "followup": {"max_days": 1000},
-}
+SCENARIO = named(WELL_ILL_DEAD, "blocks_test")
 
 
 @pytest.fixture(scope="module")

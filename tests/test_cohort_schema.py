@@ -6,22 +6,12 @@ import json
 
 import polars as pl
 import pytest
+from conftest import WELL_ILL_DEAD, named
 
 from trajectories import Cohort, CohortSchemaError, MarkovSimulator
 from trajectories.scenario import scenario_from_dict
 
-SCENARIO = {
-    "name": "schema_test",
-    "initial_state": "well",
-    "states": [{"name": "well"}, {"name": "ill"}, {"name": "dead", "absorbing": True}],
-    "transitions": [
-        {"from": "well", "to": "ill", "hazard": {"family": "exponential", "rate": 0.002}},
-        {"from": "well", "to": "dead", "hazard": {"family": "exponential", "rate": 0.001}},
-        {"from": "ill", "to": "dead", "hazard": {"family": "exponential", "rate": 0.004}},
-    ],
-    "visits": [{"type": "outpatient", "rates_per_year": {"well": 2, "ill": 6}}],
-    "followup": {"max_days": 1000},
-}
+SCENARIO = named(WELL_ILL_DEAD, "schema_test")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import OMOP_ONCOLOGY, named
 
 from trajectories.io.omop import (
     EXPORT_TABLES,
@@ -21,19 +22,10 @@ from trajectories.io.omop import (
 from trajectories.scenario import scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 
-SCENARIO = {
-    "name": "omop_conformance_test",
-    "initial_state": "stable",
-    "states": [{"name": "stable"}, {"name": "progressed"}, {"name": "death", "absorbing": True}],
-    "transitions": [
-        {"from": "stable", "to": "progressed",
-         "hazard": {"family": "weibull", "shape": 1.2, "scale": 300.0}},
-        {"from": "stable", "to": "death", "hazard": {"family": "exponential", "rate": 3e-4}},
-        {"from": "progressed", "to": "death", "clock": "reset",
-         "hazard": {"family": "lognormal", "mu": 5.5, "sigma": 0.9}},
-    ],
-    "covariates": {"arm": {"kind": "categorical",
-                           "levels": {"control": 0.5, "treatment": 0.5}}},
+# The OMOP oncology scenario with two equal sites, two visit types, LDH only, no concepts.
+SCENARIO = named(OMOP_ONCOLOGY, "omop_conformance_test")
+del SCENARIO["concepts"]
+SCENARIO.update({
     "sites": [{"name": "A", "share": 0.5}, {"name": "B", "share": 0.5}],
     "visits": [
         {"type": "outpatient", "rates_per_year": {"stable": 6.0, "progressed": 12.0}},
@@ -41,9 +33,7 @@ SCENARIO = {
     ],
     "measurements": [{"name": "ldh", "unit": "U/L", "mean": {"stable": 200.0, "progressed": 300.0},
                       "noise_sd": 20.0, "min": 0.0, "decimals": 0}],
-    "drugs": [{"name": "pembrolizumab", "on_entry": ["stable"], "when": {"arm": ["treatment"]},
-               "duration_days": 365.0, "duration_cv": 0.5}],
-}
+})
 
 DQD_STRUCTURE = {"cdmTable", "cdmField", "cdmDatatype", "isRequired", "isPrimaryKey",
                  "isForeignKey"}

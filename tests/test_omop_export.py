@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import OMOP_ONCOLOGY, named
 
 from trajectories import Cohort, Manifest
 from trajectories.io.omop import (
@@ -39,44 +40,7 @@ SHARED_SPEC = Path("/work/shared/omop/OMOP_CDMv5.4_Field_Level.csv")
 N_PERSONS = 1500
 LDH, PROGRESSION, PEMBRO, INFUSION, ECOG = 3016436, 4163261, 45775965, 4273629, 4172738
 
-SCENARIO = {
-    "name": "omop_export_test",
-    "initial_state": "stable",
-    "states": [{"name": "stable"}, {"name": "progressed"}, {"name": "death", "absorbing": True}],
-    "transitions": [
-        {"from": "stable", "to": "progressed",
-         "hazard": {"family": "weibull", "shape": 1.2, "scale": 300.0}},
-        {"from": "stable", "to": "death", "hazard": {"family": "exponential", "rate": 3e-4}},
-        {"from": "progressed", "to": "death", "clock": "reset",
-         "hazard": {"family": "lognormal", "mu": 5.5, "sigma": 0.9}},
-    ],
-    "covariates": {"arm": {"kind": "categorical",
-                           "levels": {"control": 0.5, "treatment": 0.5}}},
-    "sites": [{"name": "A", "share": 0.6}, {"name": "B", "share": 0.4, "followup_days": 1000.0,
-                                            "loss_to_followup_per_year": 0.1}],
-    "visits": [
-        {"type": "outpatient", "rates_per_year": {"stable": 6.0, "progressed": 12.0}},
-        {"type": "inpatient", "rates_per_year": {"progressed": 2.0}, "mean_duration_days": 5.0},
-        {"type": "telemonitoring", "rates_per_year": {"stable": 1.0}},
-        {"type": "infusion", "rates_per_year": {"progressed": 3.0}, "mean_duration_days": 0.2},
-    ],
-    "measurements": [
-        {"name": "ldh", "unit": "U/L", "visit_types": ["outpatient", "inpatient"],
-         "mean": {"stable": 200.0, "progressed": 300.0}, "noise_sd": 20.0, "min": 0.0,
-         "decimals": 0},
-        {"name": "ecog", "visit_types": ["outpatient"], "mean": {"stable": 1.0, "progressed": 2.0},
-         "noise_sd": 0.5, "min": 0.0, "max": 4.0, "decimals": 0},
-    ],
-    "drugs": [{"name": "pembrolizumab", "on_entry": ["stable"], "when": {"arm": ["treatment"]},
-               "duration_days": 365.0, "duration_cv": 0.5}],
-    "concepts": {
-        "measurement:ldh": {"concept_id": LDH, "unit_concept_id": 8645},
-        "measurement:ecog": {"domain": "observation", "concept_id": ECOG},
-        "state:progressed": {"concept_id": PROGRESSION, "source_value": "NSCLC progression"},
-        "drug:pembrolizumab": {"concept_id": PEMBRO, "type_concept_id": 32838},
-        "visit:infusion": {"domain": "procedure", "concept_id": INFUSION},
-    },
-}
+SCENARIO = named(OMOP_ONCOLOGY, "omop_export_test")
 
 
 def read_text(path: Path) -> str:
