@@ -245,8 +245,9 @@ class _Piecewise(_Baseline):
 
     name = "piecewise"
 
-    def __init__(self, knots: np.ndarray) -> None:
+    def __init__(self, knots: np.ndarray, scale: float = 1.0) -> None:
         self.knots = np.asarray(knots, dtype=float)  # inner breakpoints, increasing, > 0
+        self.scale = scale  # days per unit of the (scaled) time the knots are in
         self.theta_names = tuple(f"log_rate_{j}" for j in range(self.knots.size + 1))
         self._edges = np.concatenate([[0.0], self.knots])
 
@@ -271,12 +272,9 @@ class _Piecewise(_Baseline):
         return theta - math.log(scale), np.ones(theta.size)
 
     def hazard(self, theta):
-        raise NotImplementedError("use hazard_with_knots")
-
-    def hazard_with_knots(self, theta: np.ndarray, scale: float) -> hazards.PiecewiseConstant:
-        """The hazard for unscaled ``theta`` (log rates per day); knots were scaled."""
+        """The hazard for unscaled ``theta`` (log rates per day), knots back in days."""
         return hazards.PiecewiseConstant(
-            breakpoints=[float(k) for k in self.knots * scale],
+            breakpoints=[float(k) for k in self.knots * self.scale],
             rates=[float(r) for r in np.exp(theta)],
         )
 
@@ -479,7 +477,7 @@ def fit_parametric(
     if family == "piecewise":
         inner = (piecewise_knots(scaled, pieces) if knots is None
                  else np.asarray(knots, dtype=float) / scale)
-        baseline: _Baseline = _Piecewise(inner)
+        baseline: _Baseline = _Piecewise(inner, scale)
     elif family in BASELINES:
         baseline = BASELINES[family]()
     else:
@@ -495,10 +493,7 @@ def fit_parametric(
     full_jacobian = np.concatenate([jacobian, np.ones(data.x.shape[1])])
     cov = cov * np.outer(full_jacobian, full_jacobian)
     loglik = value - data.n_events * math.log(scale)  # density in days, not in scaled time
-    if isinstance(baseline, _Piecewise):
-        hazard = baseline.hazard_with_knots(theta, scale)
-    else:
-        hazard = baseline.hazard(theta)
+    hazard = baseline.hazard(theta)
     notes = [] if ok else ["the Hessian is singular: standard errors are not available"]
     return TransitionFit(
         family=family, hazard=hazard, theta=theta, theta_names=list(baseline.theta_names),
