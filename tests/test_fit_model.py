@@ -205,8 +205,13 @@ def test_covariate_problems_name_the_column():
     cohort = from_survival_table(frame, "t", "e")
     with pytest.raises(CovariateError, match="'x' is missing for 1 person"):
         MultiStateModel().fit(cohort)
+    # The loaders rename levels a scenario cannot use ('1' -> 'grade_1'); a cohort built
+    # by hand with such levels is refused by the fit, naming them.
+    assert cohort.persons["grade"].to_list() == ["grade_1", "grade_2", "grade_2"]
+    raw = Cohort(cohort.persons.with_columns(pl.Series("grade", ["1", "2", "2"])),
+                 cohort.events, cohort.manifest)
     with pytest.raises(CovariateError, match=r"'grade' has level\(s\) \['1', '2'\]"):
-        MultiStateModel(covariates=["grade"]).fit(cohort)
+        MultiStateModel(covariates=["grade"]).fit(raw)
     with pytest.raises(CovariateError, match="no covariate column"):
         MultiStateModel(covariates=["stage"]).fit(cohort)
 

@@ -14,6 +14,7 @@ from scipy import stats
 
 from trajectories.cohort import Cohort
 from trajectories.fit import MultiStateModel
+from trajectories.fit.censoring import CENSORED_EXITS, fit_censoring
 from trajectories.scenario import load_scenario
 from trajectories.simulate import MarkovSimulator
 from validation import compare
@@ -101,8 +102,25 @@ def test_aic_picks_the_true_families_and_clocks(model):
         assert abs(chosen.estimates[index] - null[1]) <= Z_BONFERRONI * chosen.std_errors[index]
 
 
-def test_censoring_and_covariates_are_recovered(model):
-    for site, censoring in model.censoring.items():
+def test_censoring_and_covariates_are_recovered(model, reference):
+    # Empirical (the default): the reverse Kaplan-Meier knots follow the potential censoring
+    # time min(Exp(0.05 / year), 1500 days): each level lies between F(days-) and F(days).
+    rate = 0.05 / 365.25
+    for site, fit in model.censoring.items():
+        levels, days = np.array(fit.levels), np.array(fit.days)
+        assert levels[-1] == 1.0 and fit.max_days == 1500.0, site  # last follow-up: censored
+        below = 1 - np.exp(-rate * days)
+        at = np.where(days >= 1500.0, 1.0, below)
+        clipped = np.clip(levels, 0.01, 0.99)
+        persons = reference.persons.filter(pl.col("site") == site)
+        at_risk = np.array([(persons["followup_end"] >= d).sum() for d in days])
+        tolerance = 5 * np.sqrt(clipped * (1 - clipped) / at_risk) + 1e-9
+        assert np.all(clipped >= below - tolerance) and np.all(clipped <= at + tolerance), site
+    # Parametric: the window [1500, 1500] and the loss rate.
+    for site in model.sites:
+        persons = reference.persons.filter(pl.col("site") == site)
+        censoring = fit_censoring(persons["followup_end"].to_numpy(),
+                                  persons["exit"].is_in(CENSORED_EXITS).to_numpy())
         assert censoring.window_high == pytest.approx(1500.0, abs=1.0), site
         assert censoring.window_low >= 1490.0
         lost = censoring.n_censored

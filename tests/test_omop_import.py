@@ -218,8 +218,19 @@ def test_index_at_first_progression(cohort: Cohort, exported: dict[str, Path]) -
         pl.col("time") - pl.col("shift"), pl.col("end_time") - pl.col("shift"))
     kept = shifted.filter(pl.col("time") >= 0).drop("shift")
     assert report["dropped"]["before_index"] == shifted.height - kept.height > 0
-    # ties within a day keep the order of the export's datetimes
-    assert back.events.equals(kept.sort("person_id", maintain_order=True))
+    # ties within a day keep the order of the export's datetimes, except that the index
+    # state comes first on the index day (an earlier measurement that day follows it)
+    expected = kept.sort("person_id", maintain_order=True).with_row_index("row")
+    first_state = (expected.filter((pl.col("time") == 0)
+                                   & pl.col("code").str.starts_with("state:"))
+                   .group_by("person_id").agg(pl.col("row").min().alias("first")))
+    expected = (expected.join(first_state, on="person_id", how="left", maintain_order="left")
+                .with_columns((pl.col("row") != pl.col("first")).alias("later"))
+                .sort("person_id", "time", "later", maintain_order=True)
+                .drop("row", "first", "later"))
+    moved = (kept.sort("person_id", maintain_order=True)["code"] != expected["code"]).sum()
+    assert moved > 0
+    assert back.events.equals(expected)
     index = cohort.persons.join(progression, on="person_id").select(
         "person_id",
         (pl.col("index_date") + pl.duration(days=pl.col("shift").cast(pl.Int64))).alias("i"),

@@ -65,7 +65,8 @@ def test_a_cohort_compared_with_itself_passes_everything(synthetic):
     assert report.passed, [c.name for c in report.failures]
     judged = [c for c in report.checks if c.verdict != "info"]
     groups = {c.group for c in judged}
-    assert groups == {"integrity", "survival", "hazard ratios", "transitions", "utility"}
+    assert groups == {"integrity", "survival", "hazard ratios", "transitions", "utility",
+                      "follow-up"}
     assert len(judged) > 60
     logrank = [c for c in judged if c.name == "log-rank"]
     assert logrank and all(c.metric == pytest.approx(1.0) for c in logrank)

@@ -97,6 +97,7 @@ DATA_MODEL_RULES: dict[str, str] = {
     "after_followup": "no event after followup_end",
     "no_initial_state": "every person has a 'state:' event",
     "initial_state_time": "the first 'state:' event is at time 0",
+    "initial_state_first": "each person's first event is their initial 'state:' event",
 }
 """The data model's rules, by name, as a line saying what must hold (see find_violations)."""
 
@@ -203,6 +204,11 @@ def find_violations(persons: pl.DataFrame, events: pl.DataFrame) -> list[Violati
          persons.join(first_state, on="person_id", how="anti")),
         ("initial_state_time", "events: the initial 'state:' event must be at time 0",
          first_state.filter(pl.col("time") != 0)),
+        ("initial_state_first",
+         "events: a person's first row must be their initial 'state:' event (another event "
+         "comes before it, at the same time)",
+         events.filter(~same_person_as_previous()
+                       & ~pl.col("code").str.starts_with(STATE_PREFIX))),
     ]
     return [
         Violation(rule, message, bad.get_column("person_id").unique(maintain_order=True))

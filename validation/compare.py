@@ -4,10 +4,11 @@ Every judged statistical check shares one family-wise error rate: each is judged
 ``alpha / m`` for the ``m`` such checks of the report (Bonferroni), so two cohorts drawn from
 one scenario pass as a whole with probability at least 1 - alpha. Hypothesis tests (log-rank,
 Kaplan-Meier distance, RMST and landmark differences, hazard-ratio differences, jump-chain
-G-tests, sojourn KS tests) compare their p-value with that level; magnitude checks (jump-chain
-total variation, median sojourn ratio, state occupation, C-index gap) allow a practical margin
-from :class:`Thresholds` plus ``z(alpha / m)`` standard errors of sampling noise, so the
-threshold grows as the samples shrink instead of being a fixed constant.
+G-tests, sojourn KS tests, index-date and censored follow-up KS tests) compare their p-value
+with that level; magnitude checks (jump-chain total variation, median sojourn ratio, state
+occupation, C-index gap) allow a practical margin from :class:`Thresholds` plus
+``z(alpha / m)`` standard errors of sampling noise, so the threshold grows as the samples
+shrink instead of being a fixed constant.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ from scipy import stats
 
 from trajectories.cohort import Cohort
 from trajectories.simulate.sharded import PartitionedCohort
-from validation import distributions, integrity, lazy, survival, transitions
-from validation.endpoints import Endpoint, EndpointError, default_endpoints, endpoint_times
+from validation import distributions, followup, integrity, lazy, survival, transitions
+from validation.endpoints import (
+    Endpoint,
+    EndpointError,
+    default_endpoints,
+    default_endpoints_note,
+    endpoint_times,
+    next_states,
+)
 from validation.lazy import SAMPLE_CAP, Aggregates
 from validation.published import PublishedFigures
 from validation.report import Check, Report, info, judge, plots
@@ -262,12 +270,34 @@ def _survival_checks(col: _Collector, endpoint: Endpoint, site: str | None, syn:
 
 def _hazard_ratio_checks(col: _Collector, endpoint: Endpoint, syn: pl.DataFrame,
                          ref: pl.DataFrame, covariates: list[str]) -> None:
+    constant = [c for c in covariates if syn.get_column(c).n_unique() < 2]
+    if constant:  # e.g. a cohort sampled for one site: no hazard ratio of it to compare
+        col.checks.append(info(
+            "hazard ratios", "log HR (not evaluable)", endpoint.name, None,
+            details={"reason": f"synthetic: covariate(s) {constant} do not vary in the "
+                               "synthetic cohort; their hazard ratios are not compared",
+                     "covariates": constant}))
+        covariates = [c for c in covariates if c not in constant]
     if not covariates:
         return
     fits = {}
-    for label, frame in (("synthetic", syn), ("reference", ref)):
-        fits[label] = survival.cox_hazard_ratios(frame, "time", "status", covariates,
-                                                 max_rows=COX_ROWS)
+    for label, frame in (("reference", ref), ("synthetic", syn)):
+        try:
+            fits[label] = survival.cox_hazard_ratios(frame, "time", "status", covariates,
+                                                     max_rows=COX_ROWS)
+        except survival.CoxConvergenceError as error:
+            # Not evaluable where the reference itself has no Cox fit; a failure where only
+            # the synthetic cohort lacks one. Either way the other checks go on.
+            details = {"reason": f"{label}: {error}", "covariates": list(covariates)}
+            if label == "reference":
+                col.checks.append(info("hazard ratios", "log HR (not evaluable)", endpoint.name,
+                                       None, details=details))
+            else:
+                col.checks.append(Check(
+                    "hazard ratios", "log HR (not evaluable)", endpoint.name, None, None,
+                    "fail", "the synthetic Cox model converges where the reference's does",
+                    details=details))
+            return
     table = fits["synthetic"].join(fits["reference"], on="covariate", suffix="_reference")
     for row in table.iter_rows(named=True):
         col.pending.append(_Pending(
@@ -281,9 +311,16 @@ def _hazard_ratio_checks(col: _Collector, endpoint: Endpoint, syn: pl.DataFrame,
 
 
 def _utility_checks(col: _Collector, endpoint: Endpoint, syn, ref, covariates, th, seed) -> None:
+    covariates = [c for c in covariates if syn.get_column(c).n_unique() > 1]  # else no fit
     if not covariates or ref.height < 50 or int((ref["status"] == 1).sum()) < 10:
         return
-    result = train_synthetic_test_real(syn, ref, covariates, seed=seed, max_rows=COX_ROWS)
+    try:
+        result = train_synthetic_test_real(syn, ref, covariates, seed=seed, max_rows=COX_ROWS)
+    except survival.CoxConvergenceError as error:
+        col.checks.append(info("utility", "train synthetic, test real: C-index gap (not "
+                               "evaluable)", endpoint.name, None,
+                               details={"reason": str(error), "covariates": list(covariates)}))
+        return
     se = result["reference_cv_sd"] / math.sqrt(result["folds"])
     col.pending.append(_Pending(
         "utility", "train synthetic, test real: C-index gap", endpoint.name, None,
@@ -432,6 +469,19 @@ def _distribution_info(col: _Collector, syn: Cohort, ref: Cohort, rng) -> None:
                                f"{row['code']} in {row['state']}", row["mean"], details=row))
 
 
+def _followup_checks(col: _Collector, syn: Cohort, ref: Cohort, sites: list[str], rng) -> None:
+    """Index dates and censored follow-up ends: KS tests on (a seeded sample of at most
+    SAMPLE_CAP) persons, pooled and per site, judged like the sojourn KS tests."""
+    persons = [followup.capped(c.persons, SAMPLE_CAP, rng) for c in (syn, ref)]
+    for test in followup.followup_tests(*persons, sites):
+        if test.p_value is None:
+            col.checks.append(info("follow-up", test.name, test.subject, None, site=test.site,
+                                   details=test.details))
+        else:
+            col.pending.append(_Pending("follow-up", test.name, test.subject, test.site,
+                                        p_value=test.p_value, details=test.details))
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 
@@ -452,7 +502,9 @@ def compare(
     """Compare a synthetic cohort with a reference cohort (or published figures).
 
     ``endpoints`` default to overall survival and event-free survival derived from the
-    reference's states; ``allowed_transitions`` default to the moves seen in the reference.
+    reference's states (without a death state: time out of the initial state and the
+    cumulative incidence of each next state; the report's notes say which);
+    ``allowed_transitions`` default to the moves seen in the reference.
     A partitioned ``synthetic`` cohort (:func:`trajectories.simulate.sharded.read_partitioned`)
     is read block by block and never whole (``executor``/``workers``/``scheduler`` as in
     :func:`trajectories.parallel.run_blocks`): integrity, survival, transition and sojourn
@@ -480,16 +532,16 @@ def compare(
                      f"{synthetic.manifest.scenario_name}, seed {synthetic.manifest.seed})",
         "reference": f"{reference.n_persons:,} persons ({reference.manifest.generator})",
     }
+    notes: list[str] = []
     if endpoints is not None:
         endpoints = list(endpoints)
-    elif death_states(reference):
-        endpoints = default_endpoints(
-            [s for s in states if s not in absorbing] + sorted(absorbing),
-            death_states(reference), initial=_initial_states(reference))
     else:
-        endpoints = []
-        context["note"] = "no deaths in the reference: no default survival endpoint; " \
-                          "declare endpoints to get survival checks"
+        deaths, initial = death_states(reference), _initial_states(reference)
+        following = [] if deaths else next_states(reference)
+        endpoints = default_endpoints(
+            [s for s in states if s not in absorbing] + sorted(absorbing), deaths,
+            initial=initial, next_states=None if deaths else following)
+        notes.append(default_endpoints_note(endpoints, deaths, initial, following))
     resolution = _resolution(resolution, synthetic)
     syn = _synthetic_aggregates(synthetic, endpoints, absorbing, resolution, seed,
                                 executor=executor, workers=workers, scheduler=scheduler)
@@ -551,6 +603,7 @@ def compare(
         if site is None:
             pooled = result
     _distribution_info(col, syn.sample, reference, rng)
+    _followup_checks(col, syn.sample, reference, sites, rng)
     level = col.resolve(th.alpha)
     context |= {"tests sharing alpha": f"{len(col.pending)} (each at {level:.2g})"}
 
@@ -564,7 +617,7 @@ def compare(
              for k, v in pooled["samples"].items()}, transient)
         col.figures["State occupation probabilities"] = plots.occupation_curves(
             pooled["occupation"], states)
-    return Report(col.checks, col.figures, context)
+    return Report(col.checks, col.figures, context, notes)
 
 
 def _resolution(resolution: float | None | str, synthetic: Cohort | PartitionedCohort):

@@ -7,6 +7,7 @@ row per person (time, status 0/1/2, covariates) for the survival estimators.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,8 @@ EXTRA_PERSON_COLUMNS = ("sex",)
 """Data-model person columns passed on as covariates besides the scenario's own."""
 
 StateName = Annotated[str, Field(min_length=1, max_length=64)]
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]*$"
+"""Endpoint names: a letter, then letters, digits, '_', '.' or '-' (64 at most)."""
 
 
 class EndpointError(TrajectoriesError):
@@ -44,7 +47,7 @@ class Endpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.\-]*$", max_length=64)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     description: str = ""
     events: list[StateName]
     competing: list[StateName] = Field(default_factory=list)
@@ -200,16 +203,20 @@ def default_endpoints(
     state_names: Sequence[str],
     death_states: Sequence[str],
     initial: str | Sequence[str] | None = None,
+    next_states: Sequence[str] | None = None,
 ) -> list[Endpoint]:
     """Overall survival (entry into any death state) and, when some state is neither initial
     nor death, event-free survival (first move out of the initial state, or death).
 
     ``initial`` defaults to the first of ``state_names``. With several initial states, the
     event-free endpoint counts entry into any state after the first, i.e. the first move.
+    Without death states, given ``next_states``: :func:`first_move_endpoints`.
     """
     initial_states = [state_names[0]] if initial is None else (
         [initial] if isinstance(initial, str) else list(initial)
     )
+    if not death_states and next_states is not None:
+        return first_move_endpoints(state_names, initial_states, next_states)
     unknown = sorted(set(death_states) - set(state_names))
     if unknown or not death_states:
         raise EndpointError(
@@ -239,3 +246,87 @@ def default_endpoints(
             )
         )
     return endpoints
+
+
+def next_states(cohort: Cohort) -> list[str]:
+    """States that some person's first move enters (out of the initial state), in order of
+    first appearance."""
+    moves = cohort.state_spells().filter(pl.col("first") & pl.col("next_state").is_not_null())
+    return moves.get_column("next_state").unique(maintain_order=True).to_list()
+
+
+def _endpoint_name(prefix: str, state: str, number: int) -> str:
+    """``prefix_state``, or ``prefix_number`` where the state's name cannot be part of a name."""
+    name = f"{prefix}_{state}"
+    return name if len(name) <= 64 and re.match(NAME_PATTERN, name) else f"{prefix}_{number}"
+
+
+def first_move_endpoints(
+    state_names: Sequence[str], initial: Sequence[str], next_states: Sequence[str]
+) -> list[Endpoint]:
+    """Endpoints of a cohort without death: time out of the initial state (its first move is
+    the event) and, with two or more ``next_states`` (those the first move enters), the
+    cumulative incidence of each, every other first move competing.
+
+    With several initial states the time out counts the first move out of whichever one;
+    with one next state its cumulative incidence is 1 - that survival, so it is left out;
+    with none (the initial state is never left) there is no endpoint.
+    """
+    initial = list(initial)
+    unknown = sorted(set(initial) - set(state_names)) + sorted(set(next_states)
+                                                               - set(state_names))
+    if unknown or not initial:
+        raise EndpointError(
+            f"default endpoints: initial states {initial} and next states {list(next_states)} "
+            f"must be states of {list(state_names)}; unknown: {unknown}"
+        )
+    if not next_states:
+        return []
+    if len(initial) == 1:
+        events = [s for s in state_names if s != initial[0]]
+        name = _endpoint_name("time_out_of", initial[0], 1)
+        what = f"the initial state {initial[0]!r}"
+    else:
+        events, name, what = list(state_names), "time_out_of_initial_state", "the initial state"
+    endpoints = [Endpoint(name=name, description=f"time out of {what}: time to its first "
+                          "move, to any state", events=events)]
+    following = [s for s in state_names if s in next_states]
+    if len(following) < 2:
+        return endpoints
+    names = [_endpoint_name("cumulative_incidence", s, i) for i, s in enumerate(following, 1)]
+    if len(set(names)) < len(names):  # a numbered name met a state named like a number
+        names = [f"cumulative_incidence_{i}" for i in range(1, len(following) + 1)]
+    for name, state in zip(names, following, strict=True):
+        endpoints.append(Endpoint(
+            name=name,
+            description=f"cumulative incidence of {state!r}: the first move out of {what} "
+                        "enters it; other first moves compete",
+            events=[state], competing=[s for s in events if s != state]))
+    return endpoints
+
+
+def _listed(names: Sequence[str], conjunction: str = "and") -> str:
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else (
+        ", ".join(quoted[:-1]) + f" {conjunction} " + quoted[-1])
+
+
+def default_endpoints_note(endpoints: Sequence[Endpoint], death_states: Sequence[str],
+                           initial: Sequence[str], next_states: Sequence[str] = (),
+                           where: str = "the reference") -> str:
+    """Which default endpoints were chosen and why, in a sentence."""
+    if death_states:
+        chosen = " and ".join(e.description.split(":")[0] for e in endpoints)
+        return f"death state(s) {_listed(death_states)} in {where}: default " \
+               f"endpoint{'s are' if len(endpoints) > 1 else ' is'} {chosen}"
+    out_of = _listed(initial) if len(initial) == 1 else (
+        f"the initial state ({_listed(initial, 'or')})")
+    if not endpoints:
+        return f"no death state in {where}, and no person leaves {out_of}: no default " \
+               "endpoint; declare endpoints to get survival checks"
+    incidences = [e.events[0] for e in endpoints if e.competing]
+    if incidences:
+        return f"no death state in {where}: default endpoints are time out of {out_of} and " \
+               f"the cumulative incidence of {_listed(incidences)}, each against the others"
+    return f"no death state in {where}: default endpoint is time out of {out_of}" + (
+        f" (its only next state is {_listed(next_states)})" if len(next_states) == 1 else "")

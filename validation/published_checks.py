@@ -68,12 +68,16 @@ def compare_published(
         frame = figure.restrict(frames[figure.endpoint])
         endpoint = endpoints[figure.endpoint]
         if isinstance(figure, HazardRatioFigure):
-            fitted = survival.cox_hazard_ratios(
-                figure.restrict(sample[figure.endpoint]), "time", "status", [figure.covariate],
-                reference_levels=(
-                    {figure.covariate: figure.reference_level} if figure.reference_level
-                    else {}), seed=seed)
             name = figure.covariate + (f"[{figure.level}]" if figure.level else "")
+            try:
+                fitted = survival.cox_hazard_ratios(
+                    figure.restrict(sample[figure.endpoint]), "time", "status",
+                    [figure.covariate], reference_levels=(
+                        {figure.covariate: figure.reference_level} if figure.reference_level
+                        else {}), seed=seed)
+            except survival.CoxConvergenceError as error:  # no estimate: the figure fails
+                fitted = pl.DataFrame(schema={"covariate": pl.String, "hazard_ratio": pl.Float64})
+                details = {**details, "reason": str(error)}
             row = fitted.filter(pl.col("covariate") == name)
             estimate = float(row["hazard_ratio"][0]) if row.height else float("nan")
             checks.append(within("published", f"hazard ratio {name}", subject, estimate,

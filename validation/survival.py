@@ -36,6 +36,11 @@ class SurvivalDataError(TrajectoriesError):
     """Survival data handed to an estimator is unusable (negative time, bad codes, ...)."""
 
 
+class CoxConvergenceError(SurvivalDataError):
+    """A Cox model could not be fitted (collinear covariates, perfect separation...): the
+    checks resting on it are not evaluable, the rest of a validation goes on."""
+
+
 # -- inputs -------------------------------------------------------------------------------------
 
 
@@ -692,13 +697,18 @@ def cox_hazard_ratios(
     ).to_pandas()
     try:
         fitted = CoxPHFitter(alpha=alpha).fit(data, "_duration", "_event")
-    except ConvergenceError as error:
-        raise SurvivalDataError(
-            f"Cox model on {list(covariates)} did not converge (a level without events, or "
-            f"a covariate that separates events perfectly?): {str(error).splitlines()[0]}"
+    except (ConvergenceError, np.linalg.LinAlgError, ArithmeticError) as error:
+        raise CoxConvergenceError(
+            f"Cox model on {list(covariates)} did not converge (collinear covariates, a "
+            "level without events, or a covariate that separates events perfectly?): "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
         ) from None
     log_hr = fitted.params_.to_numpy()
     se = fitted.standard_errors_.to_numpy()
+    if not (np.all(np.isfinite(log_hr)) and np.all(np.isfinite(se))):
+        raise CoxConvergenceError(
+            f"Cox model on {list(covariates)} did not converge: non-finite log hazard ratios "
+            "or standard errors")
     return pl.DataFrame(
         {
             "covariate": list(design.columns),

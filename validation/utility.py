@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 
 from trajectories.errors import TrajectoriesError
-from validation.survival import COX_MAX_ROWS, design_matrix
+from validation.survival import COX_MAX_ROWS, CoxConvergenceError, design_matrix
 
 
-def _fit(design: pl.DataFrame, time: np.ndarray, event: np.ndarray):
+def _fit(design: pl.DataFrame, time: np.ndarray, event: np.ndarray, what: str):
     from lifelines import CoxPHFitter
     from lifelines.exceptions import ConvergenceError
 
@@ -24,8 +24,10 @@ def _fit(design: pl.DataFrame, time: np.ndarray, event: np.ndarray):
     data["_duration"], data["_event"] = time, event
     try:
         return CoxPHFitter(penalizer=1e-4).fit(data, "_duration", "_event")
-    except ConvergenceError as error:
-        raise TrajectoriesError(f"utility: the Cox model did not converge: {error}") from None
+    except (ConvergenceError, np.linalg.LinAlgError, ArithmeticError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CoxConvergenceError(f"utility: the Cox model {what} did not converge: "
+                                  f"{reason}") from None
 
 
 def _concordance(model, design: pl.DataFrame, time: np.ndarray, event: np.ndarray) -> float:
@@ -62,7 +64,7 @@ def train_synthetic_test_real(
     event = (both.get_column("status") == 1).to_numpy().astype(int)
     n_syn = synthetic.height
     syn, ref = slice(0, n_syn), slice(n_syn, both.height)
-    model = _fit(design[syn], time[syn], event[syn])
+    model = _fit(design[syn], time[syn], event[syn], "trained on the synthetic cohort")
     tstr = _concordance(model, design[ref], time[ref], event[ref])
 
     ref_design, ref_time, ref_event = design[ref], time[ref], event[ref]
@@ -70,7 +72,8 @@ def train_synthetic_test_real(
     scores = []
     for k in range(folds):
         train, test = fold_of != k, fold_of == k
-        fitted = _fit(ref_design.filter(pl.Series(train)), ref_time[train], ref_event[train])
+        fitted = _fit(ref_design.filter(pl.Series(train)), ref_time[train], ref_event[train],
+                      f"trained on reference fold {k + 1} of {folds}")
         scores.append(_concordance(fitted, ref_design.filter(pl.Series(test)), ref_time[test],
                                    ref_event[test]))
     cv = float(np.mean(scores))

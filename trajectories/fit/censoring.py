@@ -57,10 +57,16 @@ def _best_rate(t, censored, a, b) -> float:
 
     if np.all(density > 0) and slope(0.0) <= 0:
         return 0.0
+    # The slope falls with the rate and is at most n / rate - total, so the root lies at or
+    # below n / total; with nobody censored inside the window it is exactly there, and
+    # rounding may leave the slope a hair above zero at that end. A bracket end whose slope
+    # already has the maximum's sign is the answer; brentq only runs on a true sign change.
     high = survival.size / total
     low = high * 1e-12
     if slope(low) <= 0:
         return low
+    if slope(high) >= 0:
+        return high
     return float(optimize.brentq(slope, low, high, xtol=high * 1e-12))
 
 

@@ -11,6 +11,7 @@ Hessian. Internally times are divided by a typical time so that all parameters a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -33,6 +34,15 @@ PARAMETRIC = ("exponential", "weibull", "gompertz", "lognormal", "loglogistic")
 SEMI_PARAMETRIC = "cox"
 ALL_FAMILIES = (*PARAMETRIC, "piecewise", SEMI_PARAMETRIC)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+THETA_BOUND = 25.0
+"""Largest |baseline parameter| on the unit time scale (times / the median event time) taken as
+a fit: beyond it the maximisation ran to an edge of the family (a Weibull shape -> 0 with
+scale -> 0, say, the limit hazard ~ 1/t that delayed entry allows) and ``exp()`` is about to
+underflow or overflow. The piecewise family is exempt: a piece without events has rate 0."""
+FIT_FAILURES = (TrajectoriesError, ValueError, ArithmeticError, np.linalg.LinAlgError)
+"""What a candidate's fit may raise (pydantic's ValidationError and lifelines'
+ConvergenceError are ValueErrors, math.exp overflow an ArithmeticError): that candidate is
+excluded from selection, the others go on."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +340,11 @@ class TransitionFit:
     def estimates(self) -> np.ndarray:
         return np.concatenate([self.theta, self.beta])
 
+    @property
+    def excluded(self) -> None:
+        """None: a fit that happened (see :class:`FailedFit`)."""
+        return None
+
     def log_hazard_ratios(self) -> dict[str, tuple[float, float]]:
         """Covariate -> (log HR, standard error)."""
         se = self.std_errors[self.theta.size:]
@@ -353,6 +368,20 @@ class TransitionFit:
         }
 
 
+@dataclass(frozen=True)
+class FailedFit:
+    """A candidate family whose fit failed, diverged or gave parameters out of range: left out
+    of the selection, kept among the candidates with ``excluded``, the reason."""
+
+    family: str
+    excluded: str
+    n_events: int
+    n_rows: int
+    loglik: None = None
+    aic: None = None
+    converged: bool = False
+
+
 # -- maximum likelihood ----------------------------------------------------------------------------
 
 
@@ -369,6 +398,12 @@ class _Likelihood:
         self.xt = np.ascontiguousarray(data.x.T)
 
     def __call__(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        try:
+            return self._evaluate(params)
+        except ArithmeticError:  # math.exp overflow at a wild line-search step
+            return -np.inf, np.zeros_like(params)
+
+    def _evaluate(self, params: np.ndarray) -> tuple[float, np.ndarray]:
         d, k = self.data, self.k
         theta, beta = params[:k], params[k:]
         with np.errstate(all="ignore"):
@@ -488,18 +523,46 @@ def fit_parametric(
     lik = _Likelihood(baseline, scaled)
     params, value, hessian, converged = _maximise(lik, start)
     k = len(baseline.theta_names)
+    _check_estimates(baseline, params, value, k)
     theta, jacobian = baseline.unscale(params[:k], scale)
     cov, ok = _covariance(hessian)
     full_jacobian = np.concatenate([jacobian, np.ones(data.x.shape[1])])
     cov = cov * np.outer(full_jacobian, full_jacobian)
     loglik = value - data.n_events * math.log(scale)  # density in days, not in scaled time
-    hazard = baseline.hazard(theta)
+    try:
+        hazard = baseline.hazard(theta)
+    except (ValueError, ArithmeticError) as error:
+        named = ", ".join(f"{n}={v:.4g}" for n, v in zip(baseline.theta_names, theta, strict=True))
+        raise FitError(f"family {family!r}: parameters out of range ({named}): "
+                       f"{_first_line(error)}") from None
     notes = [] if ok else ["the Hessian is singular: standard errors are not available"]
     return TransitionFit(
         family=family, hazard=hazard, theta=theta, theta_names=list(baseline.theta_names),
         beta=params[k:], beta_names=list(data.names), cov=cov, loglik=loglik,
         n_events=data.n_events, n_rows=data.exit.size, converged=converged and ok, notes=notes,
     )
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(error).__name__
+
+
+def _check_estimates(baseline: _Baseline, params: np.ndarray, value: float, k: int) -> None:
+    """Raise FitError where the maximisation diverged: a non-finite log-likelihood or
+    estimate, or a baseline parameter past THETA_BOUND on the unit time scale."""
+    if not (np.isfinite(value) and np.all(np.isfinite(params))):
+        raise FitError(f"family {baseline.name!r}: the maximisation diverged (non-finite "
+                       "log-likelihood or estimates)")
+    if baseline.name == "piecewise":
+        return
+    wild = [(n, float(v)) for n, v in zip(baseline.theta_names, params[:k], strict=True)
+            if abs(v) > THETA_BOUND]
+    if wild:
+        named = ", ".join(f"{n}={v:.4g}" for n, v in wild)
+        raise FitError(f"family {baseline.name!r}: the maximisation diverged ({named} on the "
+                       f"unit time scale, beyond +-{THETA_BOUND:g}): the likelihood keeps "
+                       "rising towards an edge of the family")
 
 
 # -- Cox with the Breslow baseline -----------------------------------------------------------------
@@ -531,9 +594,16 @@ def fit_cox(data: AtRisk, pieces: int | None = None) -> TransitionFit:
         frame = pd.DataFrame(data.x, columns=[f"x{i}" for i in range(data.x.shape[1])])
         frame["_entry"], frame["_exit"] = data.entry, data.exit
         frame["_event"] = data.event.astype(int)
-        fitter = CoxPHFitter().fit(frame, "_exit", "_event", entry_col="_entry")
+        try:
+            fitter = CoxPHFitter().fit(frame, "_exit", "_event", entry_col="_entry")
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            raise FitError(f"family 'cox': the partial likelihood did not converge "
+                           f"({_first_line(error)})") from None
         beta = fitter.params_.to_numpy()
         cov = fitter.variance_matrix_.to_numpy()
+        if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(cov))):
+            raise FitError("family 'cox': the partial likelihood diverged (non-finite "
+                           "estimates)")
     else:
         beta, cov = np.zeros(0), np.zeros((0, 0))
     times, cumulative = breslow(data, beta)
@@ -564,14 +634,33 @@ def fit_family(family: str, data: AtRisk) -> TransitionFit:
 
 def select_family(
     data: AtRisk, candidates: Sequence[str] = PARAMETRIC
-) -> tuple[TransitionFit, list[TransitionFit]]:
-    """Fit every candidate; return the converged fit of lowest AIC, and all fits."""
+) -> tuple[TransitionFit, list[TransitionFit | FailedFit]]:
+    """Fit every candidate; return the converged fit of lowest AIC, and all candidates.
+
+    A candidate whose fit fails or diverges is a :class:`FailedFit` among the candidates and
+    a note on the chosen fit; FitError when every candidate failed."""
     candidates = list(candidates)
     if SEMI_PARAMETRIC in candidates and len(candidates) > 1:
         raise FitError("'cox' has no likelihood comparable with the parametric families; use "
                        "it alone, or 'piecewise' among the candidates")
-    fits = [fit_family(f, data) for f in candidates]
-    if len(fits) == 1:
-        return fits[0], fits
-    usable = [f for f in fits if f.converged] or fits
-    return min(usable, key=lambda f: f.aic), fits
+    unknown = [f for f in candidates if f not in ALL_FAMILIES]
+    if unknown:
+        raise FitError(f"unknown family {unknown[0]!r}; expected one of {list(ALL_FAMILIES)}")
+    fits: list[TransitionFit | FailedFit] = []
+    for family in candidates:
+        try:
+            fits.append(fit_family(family, data))
+        except FIT_FAILURES as error:
+            fits.append(FailedFit(family, _first_line(error), data.n_events, data.exit.size))
+    done = [f for f in fits if isinstance(f, TransitionFit)]
+    failed = [f for f in fits if isinstance(f, FailedFit)]
+    if not done:
+        reasons = "; ".join(f.excluded for f in failed)
+        raise FitError(reasons if len(failed) == 1 else
+                       f"every candidate family failed: {reasons}")
+    usable = [f for f in done if f.converged] or done
+    best = min(usable, key=lambda f: f.aic) if len(usable) > 1 else usable[0]
+    if failed:
+        best = dataclasses.replace(best, notes=[
+            *best.notes, *(f"left out of the selection: {f.excluded}" for f in failed)])
+    return best, fits

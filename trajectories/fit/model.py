@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from trajectories.cohort import Cohort
+from trajectories.cohort import STATE_PREFIX, Cohort
 from trajectories.fit import censoring as censoring_fit
-from trajectories.fit import processes
+from trajectories.fit import empirical, processes
 from trajectories.fit.covariates import (
     CovariateSpec,
     baseline_rows,
@@ -53,6 +53,7 @@ from trajectories.simulate.blocks import DEFAULT_BLOCK_SIZE
 
 CLOCKS = ("forward", "reset", "auto")
 COVARIATE_DRAWS = ("resample", "marginal")
+CENSORINGS = ("empirical", "parametric")
 SITE_EFFECTS = ("fixed", "shrunk", "none")
 SITE = "site"
 MIN_EVENTS_FOR_COVARIATES = 10
@@ -104,7 +105,8 @@ class FittedTransition:
             "columns": [column_label(n, lv) for n, lv in self.columns],
             "candidates": [
                 {"family": f, "clock": c, "aic": fit.aic, "loglik": fit.loglik,
-                 "converged": fit.converged}
+                 "converged": fit.converged,
+                 **({"excluded": fit.excluded} if fit.excluded else {})}
                 for f, c, fit in self.candidates
             ],
             "notes": [*self.fit.notes, *self.notes],
@@ -127,7 +129,13 @@ class MultiStateModel:
     joint law), ``marginal`` each covariate from its per-site marginal (truncated normal or
     level shares) joined by a Gaussian copula (the scenario's ``[copula]``: the reference's
     within-site normal-scores correlation, one matrix for all sites). The scenario declares
-    the marginals either way.
+    the marginals either way. ``censoring``: ``empirical`` (the default) gives each site its
+    reference's index-date quantiles and the quantiles of its reverse Kaplan-Meier censoring
+    distribution (:mod:`trajectories.fit.empirical`: the scenario's ``index_dates`` and
+    ``censoring`` tables; sites under 11 persons take the pooled ones); ``parametric`` fits
+    administrative censoring uniform over a window before a data cut-off plus a constant loss
+    to follow-up (:mod:`trajectories.fit.censoring`: enrolment windows, ``data_cutoff`` and
+    ``loss_to_followup_per_year``).
     """
 
     def __init__(
@@ -140,10 +148,12 @@ class MultiStateModel:
         centers: Mapping[str, float] | None = None,
         processes: bool = True,
         name: str | None = None,
+        censoring: str = "empirical",
     ) -> None:
         for value, allowed, what in ((clock, CLOCKS, "clock"),
                                      (covariate_draw, COVARIATE_DRAWS, "covariate_draw"),
-                                     (site_effects, SITE_EFFECTS, "site_effects")):
+                                     (site_effects, SITE_EFFECTS, "site_effects"),
+                                     (censoring, CENSORINGS, "censoring")):
             if value not in allowed:
                 raise FitError(f"{what} must be one of {list(allowed)}, got {value!r}")
         self.families = families
@@ -154,6 +164,7 @@ class MultiStateModel:
         self.centers = dict(centers or {})
         self.fit_processes = processes
         self.name = name
+        self.censoring_model = censoring
         self._scenario: Scenario | None = None
         self._rows_dir: tempfile.TemporaryDirectory | None = None
 
@@ -163,6 +174,13 @@ class MultiStateModel:
         """Learn every part of the scenario from ``cohort``; returns self."""
         if cohort.n_persons == 0:
             raise FitError("reference cohort has no persons")
+        entered = cohort.events.filter(pl.col("code").str.starts_with(STATE_PREFIX))
+        if entered.height <= cohort.n_persons:  # each person's initial state, nothing more
+            initial = sorted(entered.get_column("code").str.strip_prefix(STATE_PREFIX).unique())
+            raise FitError(
+                f"no person moves from state {' or '.join(map(repr, initial))}: nothing to fit "
+                f"(all {cohort.n_persons} persons stay in their initial state until follow-up "
+                "ends); the reference needs at least one observed transition")
         self.notes: list[str] = []
         self.reference = {"n_persons": cohort.n_persons, "generator": cohort.manifest.generator,
                           "fingerprint": cohort.manifest.reference_fingerprint
@@ -187,13 +205,16 @@ class MultiStateModel:
             self.transitions.append(self._fit_transition(spells, source, target))
         if self.site_effects == "shrunk":
             self._shrink_sites()
-        self.censoring = {
-            site: censoring_fit.fit_censoring(
-                frame.get_column("followup_end").to_numpy(),
-                frame.get_column("exit").is_in(censoring_fit.CENSORED_EXITS).to_numpy())
-            for site in self.sites
-            for frame in [cohort.persons.filter(pl.col(SITE) == site)]
-        }
+        if self.censoring_model == "empirical":
+            self.censoring = self._empirical_censoring(cohort)
+        else:
+            self.censoring = {
+                site: censoring_fit.fit_censoring(
+                    frame.get_column("followup_end").to_numpy(),
+                    frame.get_column("exit").is_in(censoring_fit.CENSORED_EXITS).to_numpy())
+                for site in self.sites
+                for frame in [cohort.persons.filter(pl.col(SITE) == site)]
+            }
         self.first_index_date = cohort.persons.get_column("index_date").min()
         categorical = [s.name for s in self.specs if s.kind == "categorical"]
         self.processes = (processes.fit_processes(cohort, spells, self.transient, categorical)
@@ -202,6 +223,31 @@ class MultiStateModel:
         self._scenario = None
         self._rows_dir = None
         return self
+
+    def _empirical_censoring(self, cohort: Cohort) -> dict[str, empirical.EmpiricalFit]:
+        """Per site: index-date quantiles and reverse Kaplan-Meier censoring quantiles (a
+        small site takes the pooled ones, with a note)."""
+        def arrays(frame: pl.DataFrame):
+            return (frame.get_column("index_date").cast(pl.Int64).to_numpy(),
+                    frame.get_column("followup_end").to_numpy(),
+                    frame.get_column("exit").is_in(censoring_fit.CENSORED_EXITS).to_numpy())
+
+        pooled = empirical.fit_site(*arrays(cohort.persons))
+        if cohort.n_persons < empirical.MIN_CELL:
+            self.notes.append(f"only {cohort.n_persons} persons: index-date and censoring "
+                              "quantiles rest on fewer than "
+                              f"{empirical.MIN_CELL} persons")
+        fits = {}
+        for site in self.sites:
+            fits[site] = empirical.fit_site(
+                *arrays(cohort.persons.filter(pl.col(SITE) == site)),
+                pooled=pooled if len(self.sites) > 1 else None)
+            if fits[site].pooled:
+                self.notes.append(
+                    f"site {site!r}: {fits[site].n_persons} persons, {fits[site].n_censored} "
+                    f"censored (fewer than {empirical.MIN_CELL}): takes the pooled "
+                    f"{' and '.join(fits[site].pooled)} of all sites")
+        return fits
 
     def _states(self, cohort: Cohort, spells: pl.DataFrame) -> None:
         moves = (spells.filter(pl.col("next_state").is_not_null())
@@ -330,6 +376,8 @@ class MultiStateModel:
 
     def _calendar(self) -> tuple[dict, dict, dict[str, dict]]:
         """Calendar, follow-up and per-site censoring entries from the censoring fits."""
+        if self.censoring_model == "empirical":
+            return self._empirical_calendar()
         longest = max(math.ceil(c.window_high) for c in self.censoring.values())
         first = self.first_index_date or dt.date(2000, 1, 1)
         cutoff = first + dt.timedelta(days=longest)
@@ -351,6 +399,24 @@ class MultiStateModel:
                 per_site[site] = {"enrolment_start": windows[site][0],
                                   "enrolment_end": windows[site][1],
                                   "loss_to_followup_per_year": loss[site]}
+        return calendar, followup, per_site
+
+    def _empirical_calendar(self) -> tuple[dict, dict, dict[str, dict]]:
+        """One site: ``[calendar] index_dates`` and ``[followup] censoring``; several: each
+        site its own (the top-level window and max_days then only summarise them)."""
+        fits = self.censoring
+        calendar = {"enrolment_start": min(f.index_dates[0] for f in fits.values()),
+                    "enrolment_end": max(f.index_dates[-1] for f in fits.values())}
+        followup = {"max_days": max(f.max_days for f in fits.values())}
+        per_site: dict[str, dict] = {site: {} for site in self.sites}
+        if len(self.sites) == 1:
+            (fit,) = fits.values()
+            calendar["index_dates"] = fit.index_table()
+            followup["censoring"] = fit.censoring_table()
+        else:
+            for site in self.sites:
+                per_site[site] = {"index_dates": fits[site].index_table(),
+                                  "censoring": fits[site].censoring_table()}
         return calendar, followup, per_site
 
     def _rows_file(self) -> Path:
@@ -436,13 +502,15 @@ class MultiStateModel:
                         else {k: v if isinstance(v, str) else list(v)
                               for k, v in self.families.items()},
                         "clock": self.clock, "covariate_draw": self.covariate_draw,
-                        "site_effects": self.site_effects},
+                        "site_effects": self.site_effects,
+                        "censoring": self.censoring_model},
             "initial_state": self.initial,
             "transitions": [tr.summary() for tr in self.transitions],
             "covariates": [{"name": s.name, "kind": s.kind, "center": s.center,
                             "levels": list(s.levels)} for s in self.specs],
             "sites": dict(zip(self.sites, self.site_shares, strict=True)),
-            "censoring": {s: c.__dict__ for s, c in self.censoring.items()},
+            "censoring": {s: {"model": self.censoring_model, **dataclasses.asdict(c)}
+                          for s, c in self.censoring.items()},
             "notes": [*self.notes, *getattr(self, "marginal_notes", [])],
         }
 

@@ -9,7 +9,6 @@ Geskus (2007), Statistics in Medicine 26:2389-2430.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,28 +16,27 @@ import polars as pl
 
 from trajectories.cohort import STATE_PREFIX, Cohort
 from trajectories.errors import ReferenceDataError
+from trajectories.io.names import changed, valid_names
 from trajectories.io.survival_table import (
+    DEATH_NAME,
     DEFAULT_INDEX_DATE,
     ID_LABEL,
     TEXT_TYPES,
     as_polars,
     assemble_cohort,
-    build_persons,
     check_times,
     days_per_unit,
     default_covariates,
-    describe_rows,
     events_frame,
+    exit_of,
     fail_rows,
     flag_values,
     integer_ids,
+    persons_from_rows,
     require_columns,
     state_name,
     with_labels,
 )
-
-DEATH_NAME = re.compile(r"death|dead|died", re.IGNORECASE)
-"""With ``death_states=None``, absorbing states whose name matches this are death."""
 
 MSTATE_EXTRA = ("trans", "time")
 """msprep's transition number and time in state: structural, never default covariates."""
@@ -68,7 +66,7 @@ def _name_map(
     """Each state code seen -> its name; lists are 1-based as in mstate's transition matrix."""
     seen = codes.unique(maintain_order=True).sort().to_list()
     if state_names is None:
-        mapping = {c: (f"state_{c}" if isinstance(c, int) else c) for c in seen}
+        mapping = valid_names(seen, "state")
     elif isinstance(state_names, Mapping):
         missing = [c for c in seen if c not in state_names]
         if missing:
@@ -129,26 +127,6 @@ def _death_set(
                 f"{sorted(names)} (codes {list(mapping)})"
             )
     return resolved
-
-
-def _person_values(table: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """One row per person with the columns that must be constant within a person."""
-    if columns:
-        spread = table.group_by("person_id").agg(
-            pl.col(c).n_unique().alias(c) for c in columns
-        )
-        for column in columns:
-            varying = spread.filter(pl.col(column) > 1)
-            if varying.height:
-                raise ReferenceDataError(
-                    f"{WHAT}: column {column!r} varies within a person (transition-specific "
-                    f"covariates, such as expand.covs' 'age.1', cannot be person covariates; "
-                    f"leave it out of covariates); "
-                    f"{describe_rows(varying.rename({'person_id': ID_LABEL}))}"
-                )
-    return table.group_by("person_id", maintain_order=True).agg(
-        pl.col(c).first() for c in [ID_LABEL, *columns]
-    )
 
 
 def from_mstate(
@@ -212,20 +190,19 @@ def from_mstate(
         f"{from_col!r})",
     )
     ends = blocks.filter(pl.col("last")).select(
-        "person_id",
-        pl.col("tstop").alias("followup_end"),
-        pl.when(pl.col("state_after").is_in(sorted(death))).then(pl.lit("death"))
-        .when(pl.col("state_after").is_in(sorted(absorbing))).then(pl.lit("absorbed"))
-        .otherwise(pl.lit("censored")).alias("exit"),
+        "person_id", pl.col("tstop").alias("followup_end"),
+        exit_of(pl.col("state_after"), death, absorbing).alias("exit"),
     )
-    person_cols = [c for c in dict.fromkeys([site_col, sex_col, age_col, *chosen]) if c]
-    persons = build_persons(
-        _person_values(table, person_cols).join(ends, on="person_id", how="left"),
-        covariates=chosen, site_col=site_col, site=site, sex_col=sex_col, sex_map=sex_map,
-        age_col=age_col, index_date=index_date, what=WHAT,
+    persons, renamed = persons_from_rows(
+        table, ends, covariates=chosen, site_col=site_col, site=site, sex_col=sex_col,
+        sex_map=sex_map, age_col=age_col, index_date=index_date, what=WHAT,
     )
     first = blocks.filter(pl.col("block") == 0)
     jumps = blocks.filter(pl.col("jump_to").is_not_null())
+    states = changed({code: name for code, name in mapping.items()
+                      if isinstance(code, str)})
+    if states:
+        renamed["state"] = states
     return assemble_cohort(
         persons,
         [
@@ -233,10 +210,10 @@ def from_mstate(
             events_frame(pl.col("person_id"), pl.col("tstop"), _state_code("jump_to"),
                          pl.col("block") + 1, jumps),
         ],
-        "mstate", WHAT,
+        "mstate", WHAT, episodes=True,
         source_format="mstate", time_unit=time_unit, states=sorted(mapping.values()),
         absorbing_states=sorted(absorbing), death_states=sorted(death),
-        delayed_entry=delayed_entry,
+        delayed_entry=delayed_entry, **({"name_mapping": renamed} if renamed else {}),
     )
 
 
@@ -267,8 +244,6 @@ def _transition_rows(
         "status": status,
     })
     fail_rows(rows, pl.col("tstop") < pl.col("tstart"), f"{WHAT}: Tstop before Tstart")
-    fail_rows(rows, (pl.col("status") == 1) & (pl.col("from") == pl.col("to")),
-              f"{WHAT}: status 1 on a transition from a state to itself")
     return rows, mapping
 
 

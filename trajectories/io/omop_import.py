@@ -779,7 +779,8 @@ def _build(source: OmopSource, mapping: OmopMapping, resolution: str) -> Cohort:
             f"{what}: {dead_early.len()} person(s) die before their index date (person_id "
             f"{dead_early.head(5).to_list()})"
         )
-    # ties at one instant: states, then visits, then other tables in TABLE_ORDER, then by id
+    # ties at one instant: states, then visits, then other tables in TABLE_ORDER, then by id;
+    # the initial state comes before anything else on the index day (day resolution)
     rank = (
         pl.when(pl.col("code").str.starts_with(STATE_PREFIX)).then(0)
         .when(pl.col("table") == "visit_occurrence").then(1).otherwise(2)
@@ -791,6 +792,8 @@ def _build(source: OmopSource, mapping: OmopMapping, resolution: str) -> Cohort:
         .with_columns(days("start").alias("time"), days("end").alias("end_time"),
                       tie.alias("_tie"))
         .sort(["person_id", "time", "start", "_tie"])
+        .with_columns(initial_state_row().alias("_initial"))
+        .sort([pl.col("person_id"), pl.col("time"), ~pl.col("_initial")], maintain_order=True)
         .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("__order__"))
     )
     late = (pl.col("time") > pl.col("death_time")).fill_null(False)
@@ -826,6 +829,12 @@ def _build(source: OmopSource, mapping: OmopMapping, resolution: str) -> Cohort:
         persons, parts, "from_omop", what, source=source.name,
         concepts=_concepts(mapping, unmapped), omop_import=report,
     )
+
+
+def initial_state_row() -> pl.Expr:
+    """True on each person's first state row at time 0 (rows sorted by person and time)."""
+    at_zero = pl.col("code").str.starts_with(STATE_PREFIX) & (pl.col("time") == 0)
+    return at_zero & (at_zero.cast(pl.Int32).cum_sum().over("person_id") == 1)
 
 
 def _with_initial_state(

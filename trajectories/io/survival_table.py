@@ -15,6 +15,8 @@ import polars as pl
 
 from trajectories.cohort import EVENT_COLUMNS, PERSON_COLUMNS, STATE_PREFIX, Cohort, Manifest
 from trajectories.errors import CohortSchemaError, ReferenceDataError
+from trajectories.io.episodes import episode_name, number_episodes
+from trajectories.io.names import changed, valid_names
 
 DAYS_PER_UNIT = {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25}
 """Length of each accepted time unit in days (a month is a twelfth of a Julian year)."""
@@ -31,6 +33,11 @@ SEX_CODES = {"f": "F", "female": "F", "m": "M", "male": "M"}
 ROW_LABEL, ID_LABEL = "__row__", "__id__"  # private columns naming rows in error messages
 LABELS = {ROW_LABEL: "row", ID_LABEL: "id"}
 TEXT_TYPES = (pl.String, pl.Categorical, pl.Enum)
+CENSORED = "censored"
+"""What a status code that ends follow-up without an event is called in ``status_codes``."""
+
+DEATH_NAME = re.compile(r"death|dead|died", re.IGNORECASE)
+"""Without ``death_states``, the states whose name matches this mean death."""
 
 
 # -- shared helpers -------------------------------------------------------------------------------
@@ -239,6 +246,45 @@ def _covariate(frame: pl.DataFrame, name: str, what: str) -> pl.Expr:
     )
 
 
+def _as_text(frame: pl.DataFrame, column: str) -> pl.Series:
+    """A site or level column as text; integral numbers without a trailing '.0'."""
+    series = frame.get_column(column)
+    if series.dtype.is_float():
+        finite = series.drop_nulls()
+        if (finite == finite.round()).all():
+            series = series.cast(pl.Int64)
+    return series.cast(pl.String)
+
+
+def _renamed(series: pl.Series, prefix: str) -> tuple[pl.Series, dict[str, str]]:
+    """``series`` with every value made a valid scenario name, and the renamed values."""
+    seen = series.drop_nulls().unique(maintain_order=True).to_list()
+    mapping = valid_names(seen, prefix)
+    if not changed(mapping):
+        return series, {}
+    return series.replace_strict(mapping, default=None, return_dtype=pl.String), changed(mapping)
+
+
+def person_values(table: pl.DataFrame, columns: list[str], what: str) -> pl.DataFrame:
+    """One row per person with the columns that must be constant within a person."""
+    if columns:
+        spread = table.group_by("person_id").agg(
+            pl.col(c).n_unique().alias(c) for c in columns
+        )
+        for column in columns:
+            varying = spread.filter(pl.col(column) > 1)
+            if varying.height:
+                raise ReferenceDataError(
+                    f"{what}: column {column!r} varies within a person (time-varying or "
+                    f"transition-specific columns, such as expand.covs' 'age.1', cannot be "
+                    f"person covariates; leave it out of covariates); "
+                    f"{describe_rows(varying.rename({'person_id': ID_LABEL}))}"
+                )
+    return table.group_by("person_id", maintain_order=True).agg(
+        pl.col(c).first() for c in [ID_LABEL, *columns]
+    )
+
+
 def build_persons(
     frame: pl.DataFrame,
     *,
@@ -250,17 +296,22 @@ def build_persons(
     age_col: str | None,
     index_date: dt.date | str,
     what: str,
-) -> pl.DataFrame:
-    """The persons table from one row per person holding person_id, followup_end and exit.
+) -> tuple[pl.DataFrame, dict[str, dict[str, str]]]:
+    """The persons table from one row per person holding person_id, followup_end and exit,
+    and the names it had to change (``{'site': {...}, 'columns': {...}, covariate: {...}}``).
 
     Site, sex, birth date (index date minus age) and covariates are derived from the named
-    columns; numeric covariates become Float64 and text ones String.
+    columns; numeric covariates become Float64 and text ones String. Site names, covariate
+    names and text levels that a scenario could not use are mapped to valid names
+    (:func:`trajectories.io.names.valid_names`), never merged.
     """
     index = index_day(index_date, what)
+    renamed: dict[str, dict[str, str]] = {}
     if site_col is not None:
         fail_rows(frame, pl.col(site_col).is_null(),
                   f"{what}: site column {site_col!r} has missing values")
-        site_expr = pl.col(site_col).cast(pl.String)
+        sites, renamed["site"] = _renamed(_as_text(frame, site_col), "site")
+        site_expr = pl.lit(sites)
     else:
         site_expr = pl.lit(site, dtype=pl.String)
     sex = pl.lit(None, dtype=pl.String) if sex_col is None else _sex_column(
@@ -269,7 +320,16 @@ def build_persons(
     birth = pl.lit(None, dtype=pl.Date) if age_col is None else _birth_date(
         frame, age_col, index, what
     )
-    extra = [_covariate(frame, name, what).alias(name) for name in covariates]
+    names = valid_names(covariates, "x", taken=[*PERSON_COLUMNS, *LABELS])
+    renamed["columns"] = changed(names)
+    extra = []
+    for name in covariates:
+        expr = _covariate(frame, name, what)
+        if isinstance(frame.schema[name], TEXT_TYPES):
+            levels, renamed[names[name]] = _renamed(frame.get_column(name).cast(pl.String),
+                                                    names[name])
+            expr = pl.lit(levels)
+        extra.append(expr.alias(names[name]))
     persons = frame.select(
         pl.col("person_id"),
         site_expr.alias("site"),
@@ -280,8 +340,30 @@ def build_persons(
         pl.col("exit"),
         *extra,
     )
-    return persons.with_columns(pl.col(c).cast(t) for c, t in PERSON_COLUMNS.items()).sort(
-        "person_id"
+    persons = persons.with_columns(pl.col(c).cast(t) for c, t in PERSON_COLUMNS.items())
+    return persons.sort("person_id"), {k: v for k, v in renamed.items() if v}
+
+
+def exit_of(state: pl.Expr, death: set[str], absorbing: set[str]) -> pl.Expr:
+    """The exit of a person whose last state is ``state``: death, absorbed, else censored."""
+    return (pl.when(state.is_in(sorted(death))).then(pl.lit("death"))
+            .when(state.is_in(sorted(absorbing))).then(pl.lit("absorbed"))
+            .otherwise(pl.lit("censored")))
+
+
+def persons_from_rows(
+    table: pl.DataFrame, ends: pl.DataFrame, *, covariates: Sequence[str],
+    site_col: str | None, site: str, sex_col: str | None,
+    sex_map: Mapping[Any, str | None] | None, age_col: str | None,
+    index_date: dt.date | str, what: str,
+) -> tuple[pl.DataFrame, dict[str, dict[str, str]]]:
+    """:func:`build_persons` from several rows per person (whose person columns must agree)
+    and ``ends`` (person_id, followup_end, exit)."""
+    columns = [c for c in dict.fromkeys([site_col, sex_col, age_col, *covariates]) if c]
+    return build_persons(
+        person_values(table, columns, what).join(ends, on="person_id", how="left"),
+        covariates=covariates, site_col=site_col, site=site, sex_col=sex_col,
+        sex_map=sex_map, age_col=age_col, index_date=index_date, what=what,
     )
 
 
@@ -300,15 +382,25 @@ def events_frame(person_id: pl.Expr, time: pl.Expr, code: pl.Expr, order: pl.Exp
 
 def assemble_cohort(
     persons: pl.DataFrame, event_parts: Sequence[pl.DataFrame], generator: str, what: str,
-    **provenance: Any,
+    episodes: bool = False, **provenance: Any,
 ) -> Cohort:
-    """Sort the events, build the Cohort and stamp its fingerprint as the reference one."""
+    """Sort the events, build the Cohort and stamp its fingerprint as the reference one.
+
+    With ``episodes``, direct re-entries into a state become numbered episode states
+    (:func:`trajectories.io.episodes.number_episodes`), listed in the manifest's
+    ``episodes`` with the most episodes seen."""
     events = (
         pl.concat(event_parts)
         .sort("person_id", "time", "__order__", maintain_order=True)
         .drop("__order__")
         .select(pl.col(c).cast(t) for c, t in EVENT_COLUMNS.items())
     )
+    if episodes:
+        events, numbered = number_episodes(events, what)
+        if numbered:
+            provenance["episodes"] = numbered
+            provenance["states"] = sorted({*provenance.get("states", []), *(
+                episode_name(s, k) for s, most in numbered.items() for k in range(2, most + 1))})
     manifest = Manifest.new(generator, persons.height, **provenance)
     try:
         cohort = Cohort(persons, events, manifest)
@@ -319,6 +411,46 @@ def assemble_cohort(
 
 
 # -- the survival-table loader --------------------------------------------------------------------
+
+
+def outcome_codes(
+    frame: pl.DataFrame, column: str, status_codes: Mapping[Any, str], what: str
+) -> pl.Series:
+    """The status column read through ``status_codes`` (code -> ``'censored'`` or a state
+    name), as text; codes are compared as text (``1``, ``1.0`` and ``'1'`` are one code)."""
+    codes = {_code_text(k): v for k, v in status_codes.items()}
+    for code, outcome in codes.items():
+        if outcome != CENSORED:
+            state_name(outcome, what, f"state of status code {code!r}")
+    if CENSORED not in codes.values():
+        raise ReferenceDataError(
+            f"{what}: status codes {status_codes} name no code for '{CENSORED}' (e.g. "
+            f"0={CENSORED})"
+        )
+    text = _as_text(frame, column)
+    unknown = text.filter(~text.is_in(list(codes)).fill_null(True)).unique(maintain_order=True)
+    fail_rows(frame.with_columns(text.alias("__status__")),
+              ~pl.col("__status__").is_in(list(codes)),
+              f"{what}: column {column!r} has status code(s) {unknown.head(5).to_list()} that "
+              f"the status codes {dict(codes)} do not cover")
+    return text.replace_strict(codes, return_dtype=pl.String)
+
+
+def _code_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def death_names(states: Sequence[str], death_states: Sequence[str] | None, what: str) -> set[str]:
+    """``death_states`` checked against ``states``; by default the states named like death."""
+    if death_states is None:
+        return {s for s in states if DEATH_NAME.search(s)}
+    unknown = [s for s in death_states if s not in states]
+    if unknown:
+        raise ReferenceDataError(f"{what}: death state(s) {unknown} are not among the states "
+                                 f"{sorted(states)}")
+    return set(death_states)
 
 
 def from_survival_table(
@@ -338,16 +470,24 @@ def from_survival_table(
     initial_state: str = "alive",
     event_state: str = "death",
     event_is_death: bool = True,
+    status_codes: Mapping[Any, str] | None = None,
+    death_states: Sequence[str] | None = None,
 ) -> Cohort:
-    """A reference Cohort from one row per person: a duration and a 0/1 event flag.
+    """A reference Cohort from one row per person: a duration and an event flag or code.
 
-    Each person starts in ``initial_state`` at time 0 and, when the flag is 1, enters
+    Each person starts in ``initial_state`` at time 0. With a 0/1 flag, 1 enters
     ``event_state`` at the duration (converted from ``time_unit`` to days), which ends
-    follow-up with exit ``death`` (``absorbed`` if not ``event_is_death``); flag 0 means
-    ``censored`` there. ``covariates=None`` copies every column not used otherwise; the age
-    column (years at index) also sets ``birth_date``. Text sex codes F/M/female/male are read
-    as is; numeric codes need ``sex_map``. Ids default to 1..n in row order. No row is dropped:
-    bad rows raise :class:`ReferenceDataError` naming them (by id, else 0-based row number).
+    follow-up with exit ``death`` (``absorbed`` if not ``event_is_death``); 0 means
+    ``censored`` there. With ``status_codes`` (code -> ``'censored'`` or a state name, e.g.
+    ``{0: 'censored', 1: 'relapse', 2: 'death'}``: competing risks) each code enters its own
+    state; ``death_states`` say which mean death (default: the states named like
+    death/dead/died), the others end follow-up as ``absorbed``. ``covariates=None`` copies
+    every column not used otherwise; the age column (years at index) also sets
+    ``birth_date``. Text sex codes F/M/female/male are read as is; numeric codes need
+    ``sex_map``. Ids default to 1..n in row order. Sites, covariate names and levels a scenario
+    cannot use are renamed (the mapping is in the manifest's ``name_mapping``). No row is
+    dropped: bad rows raise :class:`ReferenceDataError` naming them (by id, else 0-based row
+    number).
     """
     what = "survival table"
     table = as_polars(frame, what)
@@ -358,9 +498,15 @@ def from_survival_table(
         raise ReferenceDataError(f"{what}: no rows")
     scale = days_per_unit(time_unit, what)
     initial_state = state_name(initial_state, what, "initial_state")
-    event_state = state_name(event_state, what, "event_state")
-    if initial_state == event_state:
-        raise ReferenceDataError(f"{what}: initial_state and event_state are both {event_state!r}")
+    flag = status_codes is None
+    if flag:
+        event_state = state_name(event_state, what, "event_state")
+        status_codes = {0: CENSORED, 1: event_state}
+        death_states = [event_state] if event_is_death else []
+    states = sorted({v for v in status_codes.values() if v != CENSORED})
+    if initial_state in states:
+        raise ReferenceDataError(f"{what}: {initial_state!r} is both the initial state and "
+                                 "the state of a status code")
 
     table = with_labels(table, id_col)
     if id_col is None:
@@ -368,26 +514,37 @@ def from_survival_table(
     else:
         ids = integer_ids(table, id_col, what).alias("person_id")
         fail_rows(table, pl.col(id_col).is_duplicated(), f"{what}: id column {id_col!r} has "
-                  "duplicated ids")
+                  "duplicated ids (several rows per person need a start column: a "
+                  "counting-process table)")
     check_times(table, duration_col, what, f"duration in {time_unit}")
-    event = flag_values(table, event_col, what)
-    end_exit = "death" if event_is_death else "absorbed"
+    if flag:
+        outcome = flag_values(table, event_col, what).replace_strict(
+            {0: CENSORED, 1: states[0]}, return_dtype=pl.String)
+    else:
+        outcome = outcome_codes(table, event_col, status_codes, what)
+    death = death_names(states, death_states, what)
     table = table.with_columns(
         ids,
         (pl.col(duration_col).cast(pl.Float64) * scale).alias("followup_end"),
-        pl.when(event == 1).then(pl.lit(end_exit)).otherwise(pl.lit("censored")).alias("exit"),
+        outcome.alias("__outcome__"),
+    ).with_columns(
+        pl.when(pl.col("__outcome__") == CENSORED).then(pl.lit("censored"))
+        .when(pl.col("__outcome__").is_in(sorted(death))).then(pl.lit("death"))
+        .otherwise(pl.lit("absorbed")).alias("exit"),
     )
-    persons = build_persons(
+    persons, renamed = build_persons(
         table, covariates=chosen, site_col=site_col, site=site, sex_col=sex_col,
         sex_map=sex_map, age_col=age_col, index_date=index_date, what=what,
     )
+    ended = table.select("person_id", "__outcome__").filter(pl.col("__outcome__") != CENSORED)
     entry = events_frame(pl.col("person_id"), pl.lit(0.0), pl.lit(STATE_PREFIX + initial_state),
                          pl.lit(0), persons)
     ending = events_frame(pl.col("person_id"), pl.col("followup_end"),
-                          pl.lit(STATE_PREFIX + event_state), pl.lit(1),
-                          persons.filter(pl.col("exit") == end_exit))
+                          pl.lit(STATE_PREFIX) + pl.col("__outcome__"), pl.lit(1),
+                          persons.join(ended, on="person_id"))
     return assemble_cohort(
         persons, [entry, ending], "survival_table", what,
         source_format="survival_table", time_unit=time_unit, duration_col=duration_col,
-        event_col=event_col, states=[initial_state, event_state],
+        event_col=event_col, states=[initial_state, *states], death_states=sorted(death),
+        **({"name_mapping": renamed} if renamed else {}),
     )

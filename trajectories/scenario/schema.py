@@ -235,6 +235,80 @@ class Frailty(_Strict):
     variance: Positive
 
 
+class IndexDates(_Strict):
+    """An empirical index-date distribution: its quantile function's knots at the evenly spaced
+    levels 0, 1/(k-1), ..., 1. A person's index date is the date nearest that piecewise-linear
+    quantile function at the person's uniform (the one the enrolment window would use), so
+    knots spaced evenly over a window give that window's uniform distribution."""
+
+    quantiles: list[dt.date] = Field(
+        min_length=2,
+        description="index dates at evenly spaced levels 0, 1/(k-1), ..., 1 (non-decreasing; "
+        "the first and last are the lowest and highest drawn); replaces the uniform "
+        "enrolment window",
+    )
+
+    @field_validator("quantiles", mode="after")
+    @classmethod
+    def _non_decreasing(cls, quantiles: list[dt.date]) -> list[dt.date]:
+        for i in range(1, len(quantiles)):
+            if quantiles[i] < quantiles[i - 1]:
+                raise ValueError(f"quantiles must not decrease: quantiles[{i}] ({quantiles[i]}) "
+                                 f"comes before quantiles[{i - 1}] ({quantiles[i - 1]})")
+        return quantiles
+
+    def ordinals(self) -> np.ndarray:
+        """The knots as days since 1970-01-01 (floats)."""
+        epoch = dt.date(1970, 1, 1).toordinal()
+        return np.array([d.toordinal() - epoch for d in self.quantiles], dtype=float)
+
+    def levels(self) -> np.ndarray:
+        """The knots' levels: 0, 1/(k-1), ..., 1."""
+        return np.linspace(0.0, 1.0, len(self.quantiles))
+
+
+class CensoringQuantiles(_Strict):
+    """An empirical potential-censoring-time distribution (days since index): quantile knots
+    ``days`` at ``levels``, the quantile function linear between them, and the mass above the
+    last level at ``max_days`` (the end of the site's follow-up). A person's censoring time is
+    that quantile function at the person's uniform; it replaces the uniform window and the
+    exponential loss to follow-up (``data_cutoff``, when given, still caps it)."""
+
+    levels: list[Probability] = Field(
+        min_length=1,
+        description="probability levels of the knots, strictly increasing from 0",
+    )
+    days: list[NonNegative] = Field(
+        min_length=1,
+        description="potential censoring time (days since index) at each level, non-decreasing",
+    )
+    max_days: Positive = Field(
+        description="censoring time of the mass above the last level (days since index; "
+        "at least the last of days)",
+    )
+
+    @model_validator(mode="after")
+    def _knots(self) -> CensoringQuantiles:
+        levels, days = self.levels, self.days
+        if len(levels) != len(days):
+            raise ValueError(f"levels and days must have one entry per knot, got {len(levels)} "
+                             f"levels and {len(days)} days")
+        if levels[0] != 0:
+            raise ValueError(f"levels[0] must be 0 (the shortest censoring time), got "
+                             f"{levels[0]}")
+        for i in range(1, len(levels)):
+            if not levels[i] > levels[i - 1]:
+                raise ValueError(f"levels must increase: levels[{i}] ({levels[i]}) is not above "
+                                 f"levels[{i - 1}] ({levels[i - 1]})")
+            if days[i] < days[i - 1]:
+                raise ValueError(f"days must not decrease: days[{i}] ({days[i]}) is below "
+                                 f"days[{i - 1}] ({days[i - 1]})")
+        if days[-1] > self.max_days:
+            raise ValueError(f"max_days ({self.max_days}) must be at least the last of days "
+                             f"({days[-1]})")
+        return self
+
+
 class Site(_Strict):
     """A site: its share (or size), case-mix, hazard modifiers, enrolment and follow-up."""
 
@@ -253,23 +327,46 @@ class Site(_Strict):
         default_factory=dict, description="transition key 'from->to' -> hazard multiplier"
     )
     frailty: dict[str, Frailty] = Field(default_factory=dict)
+    index_dates: IndexDates | None = Field(
+        default=None,
+        description="the site's empirical index dates (quantile knots) instead of a uniform "
+        "enrolment window; not together with enrolment_start / enrolment_end",
+    )
+    censoring: CensoringQuantiles | None = Field(
+        default=None,
+        description="the site's empirical potential censoring times (quantile knots) instead "
+        "of followup_days and loss_to_followup_per_year; not together with them",
+    )
 
 
 class Calendar(_Strict):
-    """When index dates fall (uniformly over the enrolment window) and the data cut-off."""
+    """When index dates fall (uniformly over the enrolment window, or as ``index_dates``
+    says) and the data cut-off."""
 
     enrolment_start: dt.date = dt.date(2015, 1, 1)
     enrolment_end: dt.date = dt.date(2019, 12, 31)
     data_cutoff: dt.date | None = Field(
         default=None, description="administrative censoring date for everyone, if any"
     )
+    index_dates: IndexDates | None = Field(
+        default=None,
+        description="default empirical index dates (quantile knots): replace the enrolment "
+        "window for every site that gives neither its own window nor its own index_dates",
+    )
 
 
 class FollowUp(_Strict):
-    """Default follow-up: maximum length and loss to follow-up (sites may override)."""
+    """Default follow-up: maximum length and loss to follow-up, or an empirical censoring
+    distribution (sites may override)."""
 
     max_days: Positive = 5 * 365.25
     loss_to_followup_per_year: NonNegative = 0.0
+    censoring: CensoringQuantiles | None = Field(
+        default=None,
+        description="default empirical potential censoring times (quantile knots): replace "
+        "max_days and the loss for every site that gives neither followup_days, nor "
+        "loss_to_followup_per_year, nor its own censoring",
+    )
 
 
 class Visit(_Strict):
@@ -490,14 +587,27 @@ class Scenario(_Strict):
                     problems.append(
                         f"{where}: unknown transition {key!r}; expected one of {sorted(keys)}"
                     )
+            window = site.enrolment_start is not None or site.enrolment_end is not None
+            if site.index_dates is not None and window:
+                problems.append(f"{where}: give enrolment_start / enrolment_end or index_dates, "
+                                "not both")
+            parametric = (site.followup_days is not None
+                          or site.loss_to_followup_per_year is not None)
+            if site.censoring is not None and parametric:
+                problems.append(f"{where}: give followup_days / loss_to_followup_per_year or "
+                                "censoring, not both")
             start = site.enrolment_start or self.calendar.enrolment_start
             end = site.enrolment_end or self.calendar.enrolment_end
             if end < start:
                 problems.append(f"{where}: enrolment ends ({end}) before it starts ({start})")
+            empirical = self.site_index_dates(site)
+            if empirical is not None:
+                end = empirical.quantiles[-1]
             cutoff = self.calendar.data_cutoff
             if cutoff is not None and cutoff < end:
+                ends = "enrolment ends" if empirical is None else "the last index date"
                 problems.append(
-                    f"{where}: calendar.data_cutoff ({cutoff}) falls before enrolment ends ({end})"
+                    f"{where}: calendar.data_cutoff ({cutoff}) falls before {ends} ({end})"
                 )
             for name, shift in site.case_mix.items():
                 covariate = self.covariates.get(name)
@@ -716,6 +826,25 @@ class Scenario(_Strict):
             return {self.initial_state: 1.0}
         return dict(self.initial_state)
 
+    def site_index_dates(self, site: Site) -> IndexDates | None:
+        """The empirical index dates ``site`` draws from, or None for a uniform window: its
+        own ``index_dates``; else, unless it gives its own window, ``calendar.index_dates``."""
+        if site.index_dates is not None:
+            return site.index_dates
+        if site.enrolment_start is not None or site.enrolment_end is not None:
+            return None
+        return self.calendar.index_dates
+
+    def site_censoring(self, site: Site) -> CensoringQuantiles | None:
+        """The empirical censoring ``site`` draws from, or None for the window and loss: its
+        own ``censoring``; else, unless it gives followup_days or loss_to_followup_per_year,
+        ``followup.censoring``."""
+        if site.censoring is not None:
+            return site.censoring
+        if site.followup_days is not None or site.loss_to_followup_per_year is not None:
+            return None
+        return self.followup.censoring
+
     def baseline_columns(self) -> list[str]:
         """The declared covariates drawn from baseline rows (none without ``[baseline]``)."""
         if self.baseline is None:
@@ -735,5 +864,11 @@ class Scenario(_Strict):
             del data["baseline"]["rows"]
         if self.copula is None:
             del data["copula"]  # nor do scenarios without a copula
+        # nor do scenarios without empirical index dates or censoring
+        for table, key in [(data["calendar"], "index_dates"), (data["followup"], "censoring"),
+                           *((site, key) for site in data["sites"]
+                             for key in ("index_dates", "censoring"))]:
+            if table[key] is None:
+                del table[key]
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()

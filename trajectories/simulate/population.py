@@ -1,6 +1,7 @@
 """Baseline draws for a block of persons: site, covariates (drawn, optionally joined by a
-Gaussian copula, or whole reference rows of the person's site), dates, censoring, hazard
-multipliers."""
+Gaussian copula, or whole reference rows of the person's site), dates (a uniform enrolment
+window or empirical quantile knots), censoring (window and loss, or empirical quantile knots),
+hazard multipliers."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Population:
     birth_day: np.ndarray
     censor_time: np.ndarray  # days since index at which follow-up stops if nothing absorbs
     lost: np.ndarray  # True when censor_time is a loss to follow-up
+    reason_unknown: np.ndarray  # True when an empirical censoring time ends follow-up early
     initial_state: np.ndarray
     multipliers: np.ndarray  # (m, transitions) hazard multipliers
 
@@ -78,11 +80,25 @@ def _dates(plan: Plan, site: np.ndarray, age: np.ndarray, u: np.ndarray):
                     for s in scenario.sites])
     span = end - start + 1
     index_day = (start[site] + np.floor(u * span[site]).astype(np.int64)) - EPOCH_ORDINAL
+    for j, spec in enumerate(scenario.sites):
+        law = scenario.site_index_dates(spec)
+        if law is not None:
+            # The quantile function, linear between knots, at the same uniform; nearest date.
+            mine = site == j
+            day = np.interp(u[mine], law.levels(), law.ordinals())
+            index_day[mine] = np.floor(day + 0.5).astype(np.int64)
     birth_day = index_day - np.round(age * DAYS_PER_YEAR).astype(np.int64)
     return index_day, birth_day
 
 
 def _censoring(plan: Plan, site, index_day, rng: np.random.Generator):
+    """Potential censoring time per person, whether it is a loss to follow-up, and whether its
+    reason is unknown (an empirical time before the site's maximum follow-up).
+
+    Every person draws one standard exponential E, whatever the site's censoring: a window
+    site divides it by its loss rate; an empirical site evaluates its quantile function at
+    the uniform 1 - exp(-E). A scenario without empirical censoring draws what it always did.
+    """
     scenario = plan.scenario
     followup = np.array([s.followup_days or scenario.followup.max_days for s in scenario.sites])
     admin = followup[site].astype(float)
@@ -94,10 +110,26 @@ def _censoring(plan: Plan, site, index_day, rng: np.random.Generator):
         if s.loss_to_followup_per_year is None else s.loss_to_followup_per_year
         for s in scenario.sites
     ]) / DAYS_PER_YEAR
+    draw = rng.standard_exponential(site.size)
     with np.errstate(divide="ignore"):
-        loss_time = rng.standard_exponential(site.size) / loss_rate[site]
+        loss_time = draw / loss_rate[site]
     lost = loss_time < admin
-    return np.where(lost, loss_time, admin), lost
+    censor_time = np.where(lost, loss_time, admin)
+    unknown = np.zeros(site.size, dtype=bool)
+    for j, spec in enumerate(scenario.sites):
+        law = scenario.site_censoring(spec)
+        if law is None:
+            continue
+        mine = site == j
+        u = -np.expm1(-draw[mine])  # uniform on [0, 1)
+        time = np.where(u > law.levels[-1], law.max_days, np.interp(u, law.levels, law.days))
+        cap = np.full(time.size, np.inf)
+        if scenario.calendar.data_cutoff is not None:
+            cap = (cutoff_day - index_day[mine]).astype(float)
+        censor_time[mine] = np.minimum(time, cap)
+        lost[mine] = False
+        unknown[mine] = (time < law.max_days) & (time < cap)
+    return censor_time, lost, unknown
 
 
 def _multipliers(plan: Plan, pop_site, numeric, categorical, rng: np.random.Generator):
@@ -158,7 +190,7 @@ def draw_population(plan: Plan, start: int, stop: int, rng: np.random.Generator)
         categorical.update({name: levels[pick]
                             for name, levels in plan.baseline.categorical.items()})
     index_day, birth_day = _dates(plan, site, numeric["age"], rng.random(m))
-    censor_time, lost = _censoring(plan, site, index_day, rng)
+    censor_time, lost, reason_unknown = _censoring(plan, site, index_day, rng)
     initial_cumulative = np.cumsum(plan.initial_probabilities)
     initial = np.minimum(
         np.searchsorted(initial_cumulative, rng.random(m), side="right"),
@@ -173,6 +205,7 @@ def draw_population(plan: Plan, start: int, stop: int, rng: np.random.Generator)
         birth_day=birth_day,
         censor_time=censor_time,
         lost=lost,
+        reason_unknown=reason_unknown,
         initial_state=initial,
         multipliers=_multipliers(plan, site, numeric, categorical, rng),
     )

@@ -43,7 +43,8 @@ from trajectories.simulate.processes import (
     visit_events,
 )
 
-EXIT_NAMES = np.array(["death", "absorbed", "administrative_censoring", "lost_to_follow_up"])
+EXIT_NAMES = np.array(["death", "absorbed", "administrative_censoring", "lost_to_follow_up",
+                       "censored"])
 
 
 class MarkovSimulator:
@@ -146,7 +147,7 @@ class MarkovSimulator:
         exit_index = np.where(
             absorbed,
             np.where(plan.death[paths.final_state], 0, 1),
-            np.where(population.lost, 3, 2),
+            np.where(population.lost, 3, np.where(population.reason_unknown, 4, 2)),
         )
         m = population.size
         columns: dict[str, pl.Series] = {

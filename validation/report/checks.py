@@ -84,11 +84,13 @@ def info(group: str, name: str, subject: str, metric: float | None, *,
 
 @dataclass
 class Report:
-    """Every check of one comparison, the figures drawn for it, and what was compared."""
+    """Every check of one comparison, the figures drawn for it, what was compared, and notes
+    on choices made for the user (such as default endpoints and why)."""
 
     checks: list[Check]
     figures: dict[str, str] = field(default_factory=dict)  # title -> PNG as base64
     context: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -109,6 +111,7 @@ class Report:
             "passed": self.passed,
             "counts": self.counts(),
             "context": self.context,
+            "notes": list(self.notes),
             "checks": [asdict(c) for c in self.checks],
         }
 

@@ -82,6 +82,8 @@ def render_html(report: Report, title: str = "Synthetic cohort validation report
     ordered = sorted(report.checks, key=lambda c: {"fail": 0, "pass": 1, "info": 2}[c.verdict])
     judged = [c for c in ordered if c.verdict != "info"]
     shown = [c for c in ordered if c.verdict == "info"]
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in report.notes)
+    notes = f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
     figures = "".join(
         f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{png}'>"
         f"<figcaption>{html.escape(name)}</figcaption></figure>"
@@ -97,6 +99,7 @@ def render_html(report: Report, title: str = "Synthetic cohort validation report
 reading.</p>
 <div class="banner {verdict}">{headline}</div>
 <h2>Summary</h2>{_summary(report.checks)}
+{notes}
 <h2>What was compared</h2><table>{context}</table>
 <h2>Verdicts</h2>{_table(judged)}
 <h2>Figures</h2>{figures or '<p>No figures.</p>'}
