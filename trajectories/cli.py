@@ -9,6 +9,7 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trajectories import progress
@@ -491,8 +492,8 @@ def _write_import(cohort, out_dir: Path, overwrite: bool, measurements: Path | N
         cohort = add_measurements(
             cohort, frame, id_col=columns["id"], time_col=columns["time"],
             name_col=columns["name"], value_col=columns["value"],
-            unit_col=columns.get("unit") if "unit" in columns or "unit" in frame.columns
-            else None, time_unit=time_unit, source=str(measurements))
+            unit_col=columns.get("unit", "unit" if "unit" in frame.columns else None),
+            time_unit=time_unit, source=str(measurements))
     cohort.write(out_dir, overwrite=overwrite)
     manifest = cohort.manifest
     out.print(f"imported {cohort.n_persons:,} persons, {cohort.events.height:,} events to "
@@ -504,10 +505,11 @@ def _write_import(cohort, out_dir: Path, overwrite: bool, measurements: Path | N
     for what, mapping in (getattr(manifest, "name_mapping", None) or {}).items():
         shown = ", ".join(f"{k!r} -> {v!r}" for k, v in list(mapping.items())[:8])
         more = f" and {len(mapping) - 8} more" if len(mapping) > 8 else ""
-        out.print(f"  renamed {what} (kept in manifest.json): {shown}{more}", highlight=False)
+        out.print(escape(f"  renamed {what} (kept in manifest.json): {shown}{more}"),
+                  highlight=False)
     for name, info in (getattr(manifest, "measurements", None) or {}).items():
         unit = f" [{info['unit']}]" if info.get("unit") else ""
-        out.print(f"  measurement {name}{unit}: {info['rows']:,} rows", highlight=False)
+        out.print(escape(f"  measurement {name}{unit}: {info['rows']:,} rows"), highlight=False)
 
 
 def _loading(path: Path, load):

@@ -38,6 +38,7 @@ from trajectories.fit.covariates import (
     design,
     marginals,
 )
+from trajectories.fit.episodes import pooled_tails
 from trajectories.fit.families import (
     ALL_FAMILIES,
     PARAMETRIC,
@@ -74,6 +75,7 @@ class FittedTransition:
     columns: list[tuple[str, str | None]]  # (covariate or "site", level) per beta
     candidates: list[tuple[str, str, TransitionFit]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    events: int | None = None  # this move's events when its fit is shared with other moves
 
     @property
     def key(self) -> str:
@@ -110,6 +112,8 @@ class FittedTransition:
                 for f, c, fit in self.candidates
             ],
             "notes": [*self.fit.notes, *self.notes],
+            **({"n_events": self.events, "n_events_fitted": self.fit.summary()["n_events"]}
+               if self.events is not None else {}),
         }
 
 
@@ -200,9 +204,7 @@ class MultiStateModel:
         spells = cohort.state_spells().join(rows, on="person_id", how="left",
                                             maintain_order="left")
         self._states(cohort, spells)
-        self.transitions: list[FittedTransition] = []
-        for source, target in self.moves:
-            self.transitions.append(self._fit_transition(spells, source, target))
+        self.transitions = self._fit_transitions(spells)
         if self.site_effects == "shrunk":
             self._shrink_sites()
         if self.censoring_model == "empirical":
@@ -307,12 +309,42 @@ class MultiStateModel:
             keep.append(j)
         return x[:, keep], [columns[j] for j in keep]
 
-    def _fit_transition(self, spells: pl.DataFrame, source: str, target: str) -> FittedTransition:
-        key = f"{source}->{target}"
-        rows = spells.filter(pl.col("state") == source)
+    def _fit_transitions(self, spells: pl.DataFrame) -> list[FittedTransition]:
+        """One fit per move, except the sparse later episodes of a recurrent state, which
+        share one fit on their stacked at-risk rows (:mod:`trajectories.fit.episodes`)."""
+        events = {(s, t): n for s, t, n in spells.filter(pl.col("next_state").is_not_null())
+                  .group_by("state", "next_state").len().iter_rows()}
+        pooled = {move: group for group in pooled_tails(self.moves, events) for move in group}
+        fitted: dict[tuple[str, str], FittedTransition] = {}
+        for move in self.moves:
+            if move in fitted:
+                continue
+            group = pooled.get(move, [move])
+            shared = self._fit_transition(spells, group)
+            for source, target in group:
+                notes = list(shared.notes)
+                if len(group) > 1:
+                    notes.append(
+                        f"fitted together with the later episodes {group[0][0]}->...->"
+                        f"{group[-1][1]} ({sum(events[m] for m in group)} events in all, "
+                        f"{events[(source, target)]} here): too few for a fit of its own")
+                fitted[(source, target)] = dataclasses.replace(
+                    shared, source=source, target=target, notes=notes,
+                    events=events[(source, target)] if len(group) > 1 else None)
+        return [fitted[move] for move in self.moves]
+
+    def _fit_transition(self, spells: pl.DataFrame,
+                        moves: list[tuple[str, str]]) -> FittedTransition:
+        """Fit the moves' stacked at-risk rows (one move, or a pooled tail of episodes)."""
+        source, target = moves[0]
+        key = f"{source}->{target}" if len(moves) == 1 else (
+            f"{source}->...->{moves[-1][1]}")
+        parts = [spells.filter(pl.col("state") == s).with_columns(
+            (pl.col("next_state") == t).fill_null(False).alias("__event__")) for s, t in moves]
+        rows = pl.concat(parts)
         start = rows.get_column("start").to_numpy()
         stop = rows.get_column("stop").to_numpy()
-        event = (rows.get_column("next_state") == target).fill_null(False).to_numpy()
+        event = rows.get_column("__event__").to_numpy()
         notes: list[str] = []
         candidates = self._candidates(key)
         if int(event.sum()) < MIN_EVENTS_FOR_COVARIATES:
