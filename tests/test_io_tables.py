@@ -100,7 +100,7 @@ def test_status_codes_give_competing_absorbing_states():
 
 def test_unknown_status_codes_are_named_with_their_rows():
     frame = pd.DataFrame({"t": [1.0, 2, 3], "s": [0, 1, 7]})
-    with pytest.raises(ReferenceDataError, match=r"status code\(s\) \['7'\] .* row\(s\): row 2"):
+    with pytest.raises(ReferenceDataError, match=r"status code\(s\) \['7'\] .* row\(s\): row 3"):
         from_survival_table(frame, "t", "s", status_codes={0: "censored", 1: "death"})
     with pytest.raises(ReferenceDataError, match="name no code for 'censored'"):
         from_survival_table(frame, "t", "s", status_codes={1: "relapse", 7: "death"})
@@ -310,3 +310,21 @@ def test_import_mstate_from_csv(tmp_path: Path):
                  "--state-names", "healthy,flare,dead")
     assert result.returncode == 0, result.stderr
     assert _paths(Cohort.read(out)) == {1: ["healthy", "flare", "flare_2"], 2: ["healthy", "dead"]}
+
+
+def test_history_columns_cannot_be_covariates():
+    frame = pd.DataFrame({"t": [1.0, 2.0], "e": [0, 1], "x": [0.5, 0.7]})
+    with pytest.raises(ReferenceDataError, match=r"\['e'\] define the persons' histories"):
+        from_survival_table(frame, "t", "e", covariates=["x", "e"])
+    with pytest.raises(ReferenceDataError, match=r"\['start'\] define the persons' histories"):
+        from_counting_process(_cgd_like(), "id", "start", "stop", "status",
+                              covariates=["start"])
+
+
+def test_os_errors_exit_2_naming_the_path(tmp_path: Path):
+    pd.DataFrame({"t": [1.0, 2.0], "e": [0, 1]}).to_csv(tmp_path / "p.csv", index=False)
+    (tmp_path / "afile").write_text("x")
+    result = cli("import", "table", str(tmp_path / "p.csv"), "--out",
+                 str(tmp_path / "afile" / "sub"), "--time", "t", "--status", "e")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "afile/sub: Not a directory" in " ".join(result.stderr.split())

@@ -164,12 +164,13 @@ def fit(
     from trajectories.cohort import Cohort
     from trajectories.fit import MultiStateModel
     from trajectories.fit.references import REFERENCES, load_reference
+    from trajectories.io.table_file import parse_list
 
     cohort = load_reference(reference) if reference in REFERENCES else Cohort.read(reference)
     chosen = families if families == "auto" or "," not in families else families.split(",")
     model = MultiStateModel(
         families=chosen, clock=clock, site_effects=site_effects, censoring=censoring,
-        covariates=None if covariates is None else covariates.split(","),
+        covariates=parse_list(covariates),
     ).fit(cohort)
     model.save(out_dir, overwrite=overwrite)
     summary = model.summary()
@@ -783,7 +784,12 @@ def main() -> None:
     try:
         app()
     except TrajectoriesError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as error:  # read-only or full disk, a path through a file: the user's to fix
+        where = f"{error.filename}: " if error.filename else ""
+        err.print(f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}",
+                  highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -81,7 +81,7 @@ def baseline_rows(cohort: Cohort, covariates: Sequence[str] | None = None) -> pl
         if nulls:
             raise CovariateError(
                 f"reference cohort: covariate {name!r} is missing for {nulls} person(s); "
-                "impute it or leave it out (covariates=[...])"
+                "impute it or leave it out (covariates=[...], --covariates A,B)"
             )
     return rows.select("person_id", "site", *names)
 

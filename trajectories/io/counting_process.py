@@ -35,6 +35,7 @@ from trajectories.io.survival_table import (
     integer_ids,
     outcome_codes,
     persons_from_rows,
+    refuse_structural,
     require_columns,
     state_name,
     with_labels,
@@ -84,6 +85,7 @@ def from_counting_process(
     used = [*structural, site_col, sex_col]
     chosen = default_covariates(table, used) if covariates is None else list(covariates)
     require_columns(table, [*structural, site_col, sex_col, age_col, *chosen], WHAT)
+    refuse_structural(chosen, used, WHAT)
     scale = days_per_unit(time_unit, WHAT)
     if delayed_entry not in ENTRY_RULES:
         raise ReferenceDataError(
@@ -161,8 +163,8 @@ def _chained(rows: pl.DataFrame, start_col: str, stop_col: str,
     if delayed_entry == "error":
         fail_rows(first, pl.col("__start__") != 0,
                   f"{WHAT}: a person's first row must start at {start_col!r} 0 (delayed "
-                  "entry); pass delayed_entry='shift' to measure each person's time from their "
-                  "first start")
+                  "entry); pass delayed_entry='shift' (--delayed-entry shift) to measure each "
+                  "person's time from their first start")
     else:
         entry = pl.when(pl.col("__seq__") == 0).then(pl.col("__start__")).forward_fill()
         rows = rows.with_columns(pl.col("__start__") - entry, pl.col("__stop__") - entry,

@@ -33,6 +33,7 @@ from trajectories.io.survival_table import (
     flag_values,
     integer_ids,
     persons_from_rows,
+    refuse_structural,
     require_columns,
     state_name,
     with_labels,
@@ -108,8 +109,8 @@ def _death_set(
         if absorbing and not found:
             raise ReferenceDataError(
                 f"{WHAT}: cannot tell which of the absorbing state(s) {sorted(absorbing)} mean "
-                "death (none is named like death/dead/died); pass death_states=[...], or "
-                "death_states=[] if none does"
+                "death (none is named like death/dead/died); pass death_states=[...] (--death "
+                "A,B), or death_states=[] (--death '') if none does"
             )
         return found
     if isinstance(death_states, str | int):
@@ -168,6 +169,7 @@ def from_mstate(
     used = [*structural, *(c for c in MSTATE_EXTRA if c in table.columns), site_col, sex_col]
     chosen = default_covariates(table, used) if covariates is None else list(covariates)
     require_columns(table, [*structural, site_col, sex_col, age_col, *chosen], WHAT)
+    refuse_structural(chosen, structural, WHAT)
     scale = days_per_unit(time_unit, WHAT)
     if delayed_entry not in ENTRY_RULES:
         raise ReferenceDataError(
@@ -253,7 +255,8 @@ def _entry(blocks: pl.DataFrame, delayed_entry: str) -> pl.DataFrame:
         fail_rows(
             blocks.filter(pl.col("block") == 0), pl.col("tstart") != 0,
             f"{WHAT}: the first at-risk block must start at Tstart 0 (delayed entry); pass "
-            "delayed_entry='shift' to measure each person's time from their first Tstart",
+            "delayed_entry='shift' (--delayed-entry shift) to measure each person's time from "
+            "their first Tstart",
         )
         return blocks
     entry = pl.when(pl.col("block") == 0).then(pl.col("tstart")).forward_fill()

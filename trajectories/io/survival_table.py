@@ -81,12 +81,16 @@ def days_per_unit(time_unit: str, what: str) -> float:
 
 
 def describe_rows(rows: pl.DataFrame, limit: int = 5) -> str:
-    """``'3 row(s): id 4, 9, 12'`` (or 0-based row numbers when there are no ids)."""
+    """``'3 row(s): id 4, 9, 12'`` (each id once, in the order of the data), or the data row
+    numbers (1 for the first row under a file's header) when there are no ids."""
     column = next(c for c in LABELS if c in rows.columns)
-    labels = rows.get_column(column)
+    count = rows.height
+    labels = rows.get_column(column).unique(maintain_order=True)
+    if column == ROW_LABEL:
+        labels = labels + 1
     shown = ", ".join(str(v) for v in labels.head(limit).to_list())
     more = f" and {labels.len() - limit} more" if labels.len() > limit else ""
-    return f"{labels.len()} row(s): {LABELS[column]} {shown}{more}"
+    return f"{count} row(s): {LABELS[column]} {shown}{more}"
 
 
 def fail_rows(frame: pl.DataFrame, bad: pl.Expr, message: str) -> None:
@@ -180,6 +184,16 @@ def index_day(index_date: dt.date | str, what: str) -> dt.date:
         ) from None
 
 
+def refuse_structural(covariates: Sequence[str], used: Sequence[str | None], what: str) -> None:
+    """Raise if a column that defines the histories (id, times, status) is also a covariate."""
+    both = [c for c in covariates if c in {u for u in used if u is not None}]
+    if both:
+        raise ReferenceDataError(
+            f"{what}: column(s) {both} define the persons' histories (id, times, status, "
+            "site, sex) and cannot also be covariates; leave them out of covariates"
+        )
+
+
 def default_covariates(frame: pl.DataFrame, used: Sequence[str | None]) -> list[str]:
     """Every column the loader does not use for something else, in frame order."""
     taken = {c for c in used if c is not None} | set(LABELS)
@@ -194,7 +208,7 @@ def _sex_column(
         if not isinstance(raw.dtype, TEXT_TYPES):
             raise ReferenceDataError(
                 f"{what}: sex column {sex_col!r} holds codes of type {raw.dtype}; say what they "
-                f"mean with sex_map (e.g. sex_map={{1: 'M', 2: 'F'}})"
+                f"mean with sex_map={{1: 'M', 2: 'F'}} (--sex-codes 1=M,2=F)"
             )
         key, mapping = raw.cast(pl.String).str.strip_chars().str.to_lowercase(), SEX_CODES
     else:
@@ -208,7 +222,7 @@ def _sex_column(
         hint = "" if sex_map is not None else " (understood: F/M, female/male)"
         raise ReferenceDataError(
             f"{what}: sex column {sex_col!r} has values {unknown[:5]} that sex_map does not "
-            f"cover{hint}; pass sex_map={{value: 'F' | 'M' | None}}"
+            f"cover{hint}; pass sex_map={{value: 'F' | 'M' | None}} (--sex-codes VALUE=F,...)"
         )
     if not seen:
         return pl.lit(None, dtype=pl.String)
@@ -232,10 +246,11 @@ def _birth_date(frame: pl.DataFrame, age_col: str, index: dt.date, what: str) ->
 def _covariate(frame: pl.DataFrame, name: str, what: str) -> pl.Expr:
     dtype = frame.schema[name]
     if name in PERSON_COLUMNS or name in LABELS:
-        hint = f"pass {name}_col={name!r}" if name in ("site", "sex") else "rename it"
+        hint = (f"pass {name}_col={name!r} (--{name} {name})" if name in ("site", "sex")
+                else "rename it")
         raise ReferenceDataError(
             f"{what}: column {name!r} would clash with the cohort's own {name!r} column; "
-            f"{hint} or leave it out of covariates"
+            f"{hint} or leave it out of covariates (covariates=[...], --covariates A,B)"
         )
     if dtype.is_numeric() or dtype in (pl.Boolean, pl.Null):
         return pl.col(name).cast(pl.Float64)
@@ -268,7 +283,7 @@ def _renamed(series: pl.Series, prefix: str) -> tuple[pl.Series, dict[str, str]]
 def person_values(table: pl.DataFrame, columns: list[str], what: str) -> pl.DataFrame:
     """One row per person with the columns that must be constant within a person."""
     if columns:
-        spread = table.group_by("person_id").agg(
+        spread = table.group_by("person_id", maintain_order=True).agg(
             pl.col(c).n_unique().alias(c) for c in columns
         )
         for column in columns:
@@ -494,6 +509,7 @@ def from_survival_table(
     used = [duration_col, event_col, id_col, site_col, sex_col]
     chosen = default_covariates(table, used) if covariates is None else list(covariates)
     require_columns(table, [*used, age_col, *chosen], what)
+    refuse_structural(chosen, used, what)
     if table.height == 0:
         raise ReferenceDataError(f"{what}: no rows")
     scale = days_per_unit(time_unit, what)
