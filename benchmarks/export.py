@@ -33,7 +33,7 @@ def cpu_seconds() -> float:
 
 def child(kind: str, source: str, cohort_dir: str, target: str, url: str | None) -> dict:
     from trajectories import Cohort
-    from trajectories.cohort_blocks import cohort_blocks
+    from trajectories.cohort.blocks import cohort_blocks
     from trajectories.io.omop import write_duckdb, write_parquet, write_postgres
 
     cohort = Cohort.read(cohort_dir) if source == "memory" else cohort_dir

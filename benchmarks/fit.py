@@ -17,8 +17,9 @@ from trajectories import MarkovSimulator
 from trajectories.fit import MultiStateModel
 from trajectories.fit.references import gbsg2, stanford_heart, transplant_hazard_ratio
 from validation import compare
+from validation.cox import cox_hazard_ratios
 from validation.endpoints import Endpoint, endpoint_times
-from validation.survival import cox_hazard_ratios, kaplan_meier, median_survival, survival_at
+from validation.survival import kaplan_meier, median_survival, survival_at
 
 OS = Endpoint(name="overall_survival", events=["dead"])
 RFS = Endpoint(name="recurrence_free_survival", events=["recurrence_or_death"])
@@ -71,7 +72,7 @@ def main() -> None:
         report = compare(synthetic, reference, endpoints=endpoints, figures=False)
         print(f"{label}: fitted in {fitted:.2f} s; validation "
               f"{'passed' if report.passed else 'FAILED'} {report.counts()}")
-        for tr in model.transitions:
+        for tr in model.transitions_:
             print(f"  {tr.key}: {tr.fit.family} ({tr.clock} clock), {tr.fit.n_events} events")
         table += _row(label, reference, synthetic, endpoint, hr_name, hr_of)
     print()

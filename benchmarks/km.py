@@ -47,7 +47,7 @@ def main() -> None:
 
     from lifelines import KaplanMeierFitter
 
-    from validation import survival
+    from validation import cox, survival, two_sample
 
     print(f"cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}")
     time_, event = sample(args.rows, 0)
@@ -66,16 +66,16 @@ def main() -> None:
     seconds = best_of(args.repeat, lambda: survival.aalen_johansen(time_, status))
     report("aalen_johansen", args.rows, seconds)
     half = args.rows // 2
-    seconds = best_of(args.repeat, lambda: survival.logrank(time_[:half], event[:half],
-                                                            time_[half:], event[half:]))
+    seconds = best_of(args.repeat, lambda: two_sample.logrank(time_[:half], event[:half],
+                                                              time_[half:], event[half:]))
     report("logrank (two halves)", args.rows, seconds)
 
     big_t, big_e = time_[:1_000_000], event[:1_000_000]
     ref_t, ref_e = sample(10_000, 1)
-    seconds = best_of(1, lambda: survival.distance_threshold(
+    seconds = best_of(1, lambda: two_sample.distance_threshold(
         big_t, big_e, ref_t, ref_e, n_boot=200, rng=np.random.default_rng(0)))
     report("distance_threshold 1M vs 10k, 200 replicates", 1_010_000, seconds)
-    seconds = best_of(1, lambda: survival.distance_threshold(
+    seconds = best_of(1, lambda: two_sample.distance_threshold(
         big_t, big_e, ref_t, ref_e, n_boot=200, rng=np.random.default_rng(0), horizon=365.0))
     report("  same, horizon 365 d", 1_010_000, seconds)
 
@@ -88,9 +88,9 @@ def main() -> None:
         })
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            seconds = best_of(1, lambda: survival.cox_hazard_ratios(
+            seconds = best_of(1, lambda: cox.cox_hazard_ratios(
                 frame, "time", "status", ["arm", "age"]))
-        report(f"cox_hazard_ratios (subsample {survival.COX_MAX_ROWS:,})", n, seconds)
+        report(f"cox_hazard_ratios (subsample {cox.COX_MAX_ROWS:,})", n, seconds)
 
 
 if __name__ == "__main__":

@@ -41,13 +41,9 @@ from trajectories.io import (  # noqa: E402
     from_survival_table,
 )
 from validation import compare  # noqa: E402
+from validation.cox import cox_hazard_ratios  # noqa: E402
 from validation.endpoints import Endpoint, endpoint_times  # noqa: E402
-from validation.survival import (  # noqa: E402
-    aalen_johansen,
-    cox_hazard_ratios,
-    kaplan_meier,
-    survival_at,
-)
+from validation.survival import aalen_johansen, kaplan_meier, survival_at  # noqa: E402
 
 Z = 1.959963984540054
 
@@ -355,8 +351,8 @@ def run_case(case: Case, multiple: int, seed: int) -> dict:
         inside = ours.lower <= theirs.value <= ours.upper
         rows.append({"estimand": estimand.label, "real": ours, "synthetic": theirs,
                      "inside": inside, "why_not": "" if inside else estimand.why_not})
-    return {"case": case, "n": real.n_persons, "states": len(model.state_order),
-            "transitions": len(model.transitions), "sites": len(model.sites),
+    return {"case": case, "n": real.n_persons, "states": len(model.state_order_),
+            "transitions": len(model.transitions_), "sites": len(model.sites_),
             "passed": counts["pass"], "failed": counts["fail"],
             "failures": [f"{c.group}: {c.name} - {c.subject}" + (f" [{c.site}]" if c.site else "")
                          for c in report.failures],

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trajectories.parallel import Parallel
+
 SINGLE_THREAD = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                  "MKL_NUM_THREADS": "1"}
 
@@ -41,12 +43,13 @@ def cpu_seconds() -> float:
 
 
 def case_simulate(args: argparse.Namespace, workers: int, out: str) -> dict:
+    from trajectories.cohort import read_partitioned
     from trajectories.simulate import MarkovSimulator
-    from trajectories.simulate.sharded import read_partitioned, simulate_sharded
+    from trajectories.simulate.sharded import simulate_sharded
 
     simulator = MarkovSimulator(args.scenario, block_size=args.block_size)
     start, cpu = time.perf_counter(), cpu_seconds()
-    simulate_sharded(simulator, out, n=args.n, seed=1, executor=args.executor, workers=workers)
+    simulate_sharded(simulator, out, n=args.n, seed=1, parallel=Parallel(args.executor, workers))
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     manifest = read_partitioned(out).manifest.model_dump()
     own, children = peaks_mib()
@@ -71,7 +74,7 @@ def case_validate(args: argparse.Namespace, workers: int, out: str) -> dict:
     start, cpu = time.perf_counter(), cpu_seconds()
     figures = validate_partitioned(out, endpoints, by=("arm",),
                                    resolution=args.resolution or "auto",
-                                   executor=args.executor, workers=workers)
+                                   parallel=Parallel(args.executor, workers))
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     own, children = peaks_mib()
     medians = {}
@@ -87,13 +90,13 @@ def case_validate(args: argparse.Namespace, workers: int, out: str) -> dict:
 
 
 def case_compare(args: argparse.Namespace, workers: int, out: str) -> dict:
+    from trajectories.cohort import read_partitioned
     from trajectories.simulate import MarkovSimulator
-    from trajectories.simulate.sharded import read_partitioned
     from validation import compare
 
     reference = MarkovSimulator(args.scenario).simulate(args.reference_n, seed=2)
     start, cpu = time.perf_counter(), cpu_seconds()
-    report = compare(read_partitioned(out), reference, executor=args.executor, workers=workers,
+    report = compare(read_partitioned(out), reference, parallel=Parallel(args.executor, workers),
                      resolution=args.resolution if args.resolution else "auto")
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     own, children = peaks_mib()

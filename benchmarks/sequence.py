@@ -80,11 +80,11 @@ def run_sequence_model(reference: Cohort, n: int, args) -> dict:
     if args.model:
         # A model trained earlier (SequenceModel.save): its recorded training time is shown.
         model = SequenceModel.load(args.model, device=args.device)
-        if model.training.get("fingerprint") != reference.fingerprint():
+        if model.training_.get("fingerprint") != reference.fingerprint():
             raise SystemExit(f"{args.model}: trained on other data than --n/--scenario give")
-        trained = {"train_seconds": model.training.get("seconds"),
-                   "train_cpu_seconds": model.training.get("cpu_seconds"),
-                   "epochs": len(model.training.get("history", [])), "source": "loaded"}
+        trained = {"train_seconds": model.training_.get("seconds"),
+                   "train_cpu_seconds": model.training_.get("cpu_seconds"),
+                   "epochs": len(model.training_.get("history", [])), "source": "loaded"}
     else:
         overrides = {"device": args.device}
         if args.epochs:
@@ -96,7 +96,7 @@ def run_sequence_model(reference: Cohort, n: int, args) -> dict:
         model.fit(reference)
         trained = {"train_seconds": time.perf_counter() - wall,
                    "train_cpu_seconds": time.process_time() - cpu,
-                   "epochs": len(model.training["history"]), "source": "this run"}
+                   "epochs": len(model.training_["history"]), "source": "this run"}
         if args.save_model:
             model.save(args.save_model, overwrite=True)
     wall, cpu = time.perf_counter(), time.process_time()

@@ -17,12 +17,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from trajectories import ScenarioError, load_scenario
+from trajectories.cohort import read_partitioned
 from trajectories.fit import write_scenario
 from trajectories.scenario import scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 from trajectories.simulate.blocks import block_rng
 from trajectories.simulate.population import draw_population
-from trajectories.simulate.sharded import read_partitioned, simulate_sharded
+from trajectories.simulate.sharded import simulate_sharded
 
 N_SIM = 20_000
 SITES = {"A": (400, 0.8, 0.3), "B": (300, -0.5, 0.6)}

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from trajectories import Cohort, load_scenario
 from trajectories.cli import app
 from trajectories.io.omop import read_omop_postgres
-from trajectories.io.omop_import import mapping_from_cohort, mapping_to_toml
+from trajectories.io.omop.read import mapping_from_cohort, mapping_to_toml
 
 runner = CliRunner()
 
@@ -199,7 +199,7 @@ def test_sharded_simulation_matches_whatever_the_workers(tmp_path: Path):
     assert sharded.events.equals(Cohort.read(tmp_path / "whole").events)
     for name in ("one", "whole"):  # the OMOP export streams the part files block by block
         exported = runner.invoke(app, ["export", "omop", str(tmp_path / name), "--parquet",
-                                       str(tmp_path / f"omop_{name}"), "--block-size", "250"])
+                                       str(tmp_path / f"omop_{name}"), "--batch-size", "250"])
         assert exported.exit_code == 0, exported.output
     for table in ("person", "visit_occurrence", "measurement", "death"):
         assert pl.read_parquet(tmp_path / "omop_one" / f"{table}.parquet").equals(

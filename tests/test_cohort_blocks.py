@@ -12,7 +12,7 @@ import pytest
 from conftest import WELL_ILL_DEAD, named
 
 from trajectories import Cohort, CohortSchemaError
-from trajectories.cohort_blocks import (
+from trajectories.cohort.blocks import (
     DirectoryBlocks,
     InMemoryBlocks,
     built_ahead,

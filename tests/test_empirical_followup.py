@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 
 from trajectories import ScenarioError, load_scenario
 from trajectories.cli import app
+from trajectories.cohort import read_partitioned
 from trajectories.fit import FitError, MultiStateModel
 from trajectories.fit.censoring import CENSORED_EXITS
 from trajectories.fit.empirical import MIN_CELL, fit_site, knot_count, reverse_kaplan_meier
@@ -39,7 +40,7 @@ from trajectories.simulate import MarkovSimulator
 from trajectories.simulate.blocks import block_rng
 from trajectories.simulate.plan import Plan
 from trajectories.simulate.population import EPOCH_ORDINAL, draw_population
-from trajectories.simulate.sharded import read_partitioned, simulate_sharded
+from trajectories.simulate.sharded import simulate_sharded
 from validation import compare
 from validation.endpoints import Endpoint
 from validation.followup import followup_tests
@@ -280,7 +281,7 @@ def known():
 def test_knots_follow_the_known_window_and_censoring(known):
     reference, model = known
     for site in ("A", "B", "C"):
-        fit = model.censoring[site]
+        fit = model.censoring_[site]
         persons = reference.persons.filter(pl.col("site") == site)
         n = persons.height
         assert fit.pooled == [] and fit.n_persons == n
@@ -308,7 +309,7 @@ def test_knots_follow_the_known_window_and_censoring(known):
 def test_no_end_knot_is_an_extreme_of_a_small_cell(known):
     reference, model = known
     for site in ("A", "B", "C"):
-        fit = model.censoring[site]
+        fit = model.censoring_[site]
         persons = reference.persons.filter(pl.col("site") == site)
         dates = persons["index_date"].cast(pl.Int64).to_numpy()
         censored = persons.filter(pl.col("exit").is_in(CENSORED_EXITS))["followup_end"]
@@ -325,7 +326,7 @@ def test_no_end_knot_is_an_extreme_of_a_small_cell(known):
 
 def test_a_small_site_takes_the_pooled_distributions_with_a_note(known):
     reference, model = known
-    small = model.censoring["D"]
+    small = model.censoring_["D"]
     assert small.n_persons == SIZES["D"] < MIN_CELL
     assert small.pooled == ["index_dates", "censoring"]
     persons = reference.persons
@@ -382,7 +383,7 @@ def test_gbsg2_censored_follow_up_and_index_dates_are_reproduced():
     assert reference.persons["index_date"].n_unique() == 1
     assert synthetic.persons["index_date"].unique().to_list() == (
         reference.persons["index_date"].unique().to_list())
-    fit = model.censoring[model.sites[0]]
+    fit = model.censoring_[model.sites_[0]]
     assert len(fit.levels) == knot_count(387) == 38
     assert fit.days[0] > real.min() and fit.days[-1] < real.max()
     assert fit.max_days < reference.persons["followup_end"].max()

@@ -4,6 +4,7 @@ named with a reason, and the building blocks agree with lifelines and closed for
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 from lifelines import CoxPHFitter
 
 from trajectories import hazards
-from trajectories.fit.calibrate import (
+from trajectories.scenario import load_scenario
+from trajectories.simulate import MarkovSimulator
+from validation.calibrate import (
     Parameter,
     apply,
     calibrate,
@@ -20,8 +23,6 @@ from trajectories.fit.calibrate import (
     default_parameters,
     scaled_hazard,
 )
-from trajectories.scenario import load_scenario
-from trajectories.simulate import MarkovSimulator
 from validation.published import PublishedFigures, load_published
 from validation.published_checks import compare_published
 
@@ -121,3 +122,11 @@ def test_levels_of_other_families_go_through_the_sites(perturbed):
         old = before.hazard_ratios.get("progressed->death", 1.0)
         assert after.hazard_ratios["progressed->death"] == pytest.approx(2.0 * old)
     assert moved.transitions[2].hazard == perturbed.transitions[2].hazard
+
+
+def test_the_old_module_path_still_works_for_one_release_with_a_warning():
+    old = importlib.import_module("trajectories.fit.calibrate")
+    with pytest.warns(DeprecationWarning, match="moved to validation.calibrate.calibrate"):
+        assert old.calibrate is calibrate
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        old.nothing_here  # noqa: B018

@@ -56,7 +56,7 @@ def test_sparse_later_episodes_share_a_fit_that_keeps_the_effect():
     model = MultiStateModel(families="exponential", clock="forward",
                             covariates=["arm"]).fit(cohort)
     first = model.transition("at_risk->infection")
-    tail = [t for t in model.transitions if t.events is not None]
+    tail = [t for t in model.transitions_ if t.events is not None]
     assert [t.source for t in tail] == chain[chain.index(sparse[0]):]
     assert len({id(t.fit) for t in tail}) == 1  # one shared fit
     shared = tail[0].fit

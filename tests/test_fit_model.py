@@ -178,7 +178,7 @@ def test_an_in_memory_scenario_keeps_its_rows_when_the_model_is_gone(stanford):
 def test_a_reference_without_covariates_needs_no_baseline_rows():
     frame = pd.DataFrame({"t": np.arange(1.0, 13.0), "e": [1] * 12})
     model = MultiStateModel().fit(from_survival_table(frame, "t", "e"))
-    assert model.specs == [] and model.to_scenario().baseline is None
+    assert model.specs_ == [] and model.to_scenario().baseline is None
     assert model.simulate(50, seed=0).n_persons == 50
 
 
@@ -240,7 +240,7 @@ def test_clock_choice_and_per_transition_families(stanford):
     assert (after.fit.family, after.clock) == ("weibull", "reset")
     assert [(f, c) for f, c, _ in after.candidates] == [("weibull", "reset")]
     # everyone enters 'waiting' at 0: its transitions have one clock, forward
-    assert {t.clock for t in model.transitions if t.source == "waiting"} == {"forward"}
+    assert {t.clock for t in model.transitions_ if t.source == "waiting"} == {"forward"}
     assert len(model.transition("waiting->dead").candidates) == 5
 
 
@@ -274,3 +274,14 @@ def test_user_errors_are_fit_errors(stanford, tmp_path):
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(FitError, match="not empty"):
         model.save(tmp_path / "taken")
+
+
+def test_learned_state_ends_in_underscore_and_old_names_warn(stanford):
+    model = MultiStateModel(families="exponential").fit(stanford)
+    assert sorted(t.key for t in model.transitions_) == [
+        "transplanted->dead", "waiting->dead", "waiting->transplanted"]
+    assert model.censoring == "empirical" and set(model.censoring_) == {"reference"}
+    with pytest.warns(DeprecationWarning, match="transitions is now transitions_"):
+        assert model.transitions is model.transitions_
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = model.nothing

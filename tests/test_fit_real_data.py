@@ -53,12 +53,12 @@ def test_stanford_loader_keeps_every_path():
 
 
 def test_stanford_fit_finds_the_three_transitions(stanford_model):
-    assert [t.key for t in stanford_model.transitions] == [
+    assert [t.key for t in stanford_model.transitions_] == [
         "waiting->dead", "waiting->transplanted", "transplanted->dead"]
-    assert stanford_model.initial == {"waiting": 1.0}
-    dead = next(s for s in stanford_model.states if s["name"] == "dead")
+    assert stanford_model.initial_ == {"waiting": 1.0}
+    dead = next(s for s in stanford_model.states_ if s["name"] == "dead")
     assert dead["absorbing"] and dead["death"]
-    for transition in stanford_model.transitions:
+    for transition in stanford_model.transitions_:
         assert transition.fit.converged
         assert transition.fit.beta_names == ["age", "year", "surgery"]
 
@@ -94,7 +94,7 @@ RFS = Endpoint(name="recurrence_free_survival", events=["recurrence_or_death"])
 
 def test_gbsg2_one_transition_with_hormone_therapy(breast, breast_model):
     assert breast.n_persons == len(load_gbsg2()) == 686
-    (transition,) = breast_model.transitions
+    (transition,) = breast_model.transitions_
     assert transition.key == "disease_free->recurrence_or_death"
     assert transition.fit.n_events == int(load_gbsg2()["cens"].sum()) == 299
     # the model's own hormone-therapy log HR agrees with a Cox model of the reference

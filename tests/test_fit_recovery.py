@@ -70,11 +70,11 @@ def _candidate(model: MultiStateModel, key: str, family: str, clock: str):
 
 
 def test_observed_structure(model):
-    assert [t.key for t in model.transitions] == ["a->b", "a->d", "b->d"]
-    assert model.initial == {"a": 1.0}
-    assert [(s["name"], s["absorbing"]) for s in model.states] == [
+    assert [t.key for t in model.transitions_] == ["a->b", "a->d", "b->d"]
+    assert model.initial_ == {"a": 1.0}
+    assert [(s["name"], s["absorbing"]) for s in model.states_] == [
         ("a", False), ("b", False), ("d", True)]
-    assert model.sites == ["A", "B"]
+    assert model.sites_ == ["A", "B"]
 
 
 @pytest.mark.parametrize("key", list(TRUTH))
@@ -106,7 +106,7 @@ def test_censoring_and_covariates_are_recovered(model, reference):
     # Empirical (the default): the reverse Kaplan-Meier knots follow the potential censoring
     # time min(Exp(0.05 / year), 1500 days): each level lies between F(days-) and F(days).
     rate = 0.05 / 365.25
-    for site, fit in model.censoring.items():
+    for site, fit in model.censoring_.items():
         levels, days = np.array(fit.levels), np.array(fit.days)
         assert levels[-1] == 1.0 and fit.max_days == 1500.0, site  # last follow-up: censored
         below = 1 - np.exp(-rate * days)
@@ -117,7 +117,7 @@ def test_censoring_and_covariates_are_recovered(model, reference):
         tolerance = 5 * np.sqrt(clipped * (1 - clipped) / at_risk) + 1e-9
         assert np.all(clipped >= below - tolerance) and np.all(clipped <= at + tolerance), site
     # Parametric: the window [1500, 1500] and the loss rate.
-    for site in model.sites:
+    for site in model.sites_:
         persons = reference.persons.filter(pl.col("site") == site)
         censoring = fit_censoring(persons["followup_end"].to_numpy(),
                                   persons["exit"].is_in(CENSORED_EXITS).to_numpy())

@@ -168,8 +168,8 @@ def test_a_reference_in_which_nobody_moves_is_refused_at_fit():
     one_moves = from_survival_table(frame.with_columns(pl.Series("event", [0, 1, 0, 0])),
                                     "time", "event")
     model = MultiStateModel(processes=False).fit(one_moves)
-    assert [t.key for t in model.transitions] == ["alive->death"]
-    assert model.transitions[0].fit.hazard.rate == pytest.approx(1.0 / 100.0)
+    assert [t.key for t in model.transitions_] == ["alive->death"]
+    assert model.transitions_[0].fit.hazard.rate == pytest.approx(1.0 / 100.0)
 
 
 def test_a_synthetic_cohort_of_one_site_is_validated_against_several():

@@ -23,7 +23,7 @@ from trajectories.io import (
     from_mstate,
     from_survival_table,
 )
-from trajectories.io.names import valid_names
+from trajectories.io.table.names import valid_names
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

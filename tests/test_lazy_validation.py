@@ -14,8 +14,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from trajectories.cohort import read_partitioned
+from trajectories.parallel import Parallel
 from trajectories.simulate import MarkovSimulator
-from trajectories.simulate.sharded import read_partitioned, simulate_sharded
+from trajectories.simulate.sharded import simulate_sharded
 from validation import survival, transitions
 from validation.endpoints import Endpoint, EndpointError, default_endpoints, endpoint_times
 from validation.lazy import aggregate, block_aggregates, combine, figures, validate_partitioned
@@ -80,7 +82,7 @@ def test_transition_and_sojourn_figures_equal_the_in_memory_ones(cohort, lazy):
                        transitions.jump_chain(transitions.transition_counts(cohort)),
                        check_exact=True)
     absorbing = transitions.infer_absorbing_states(cohort)
-    assert lazy.absorbing == absorbing == {"death"}
+    assert lazy.absorbing_states == absorbing == {"death"}
     sojourns = transitions.sojourn_times(cohort, absorbing)
     expected = transitions.compare_sojourns(sojourns, sojourns).select(
         "state",
@@ -117,7 +119,7 @@ def test_a_resolution_gives_the_curves_of_times_rounded_up_to_it(directory, coho
                        check_exact=True)
     tally = daily.tallies[endpoint.name].group_by("time", "status").agg(pl.col("count").sum())
     assert tally.height == times.select("time", "status").unique().height < N / 2
-    stays = transitions.sojourn_times(cohort, lazy.absorbing).with_columns(
+    stays = transitions.sojourn_times(cohort, lazy.absorbing_states).with_columns(
         pl.col("duration").ceil())
     expected = transitions.kaplan_meier_medians(stays)
     assert_frame_equal(lazy.sojourns.select("state", "median"), expected, check_exact=True)
@@ -126,7 +128,7 @@ def test_a_resolution_gives_the_curves_of_times_rounded_up_to_it(directory, coho
 
 
 def test_two_worker_processes_give_the_same_figures(directory, lazy):
-    parallel = validate_partitioned(directory, ENDPOINTS, workers=2)
+    parallel = validate_partitioned(directory, ENDPOINTS, parallel=Parallel(workers=2))
     for endpoint in ENDPOINTS:
         assert_frame_equal(lazy_curve(parallel, endpoint), lazy_curve(lazy, endpoint),
                            check_exact=True)

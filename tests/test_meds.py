@@ -17,6 +17,7 @@ import pytest
 from flexible_schema.exceptions import SchemaValidationError
 
 from trajectories import Cohort, Manifest
+from trajectories.cohort import MICROSECONDS_PER_DAY as MPD
 from trajectories.cohort import PERSON_COLUMNS
 from trajectories.io.meds import (
     CODES_FILE,
@@ -32,7 +33,6 @@ from trajectories.scenario import scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 
 N_PERSONS = 1200
-MPD = 86_400_000_000  # microseconds per day
 MICROSECOND = 1.01 / MPD
 """A microsecond in days, plus the float64 rounding of ``t * MPD`` (an ulp near 2e13 us)."""
 
@@ -449,11 +449,8 @@ def test_export_refusals(cohort: Cohort, written: tuple[Path, dict], tmp_path: P
 def test_a_partitioned_cohort_streams_to_the_same_files(tmp_path: Path, monkeypatch) -> None:
     from conftest import FULL_SCENARIO
 
-    from trajectories.simulate.sharded import (
-        PartitionedCohort,
-        read_partitioned,
-        simulate_sharded,
-    )
+    from trajectories.cohort import PartitionedCohort, read_partitioned
+    from trajectories.simulate.sharded import simulate_sharded
 
     scenario = scenario_from_dict(dict(FULL_SCENARIO), source="<meds test>")
     simulator = MarkovSimulator(scenario, block_size=250)  # shards span blocks

@@ -50,8 +50,8 @@ def export(tmp_path_factory) -> Path:
     scenario = scenario_from_dict(SCENARIO, source="<conformance test>")
     cohort = MarkovSimulator(scenario).simulate(1200, seed=11)
     root = tmp_path_factory.mktemp("conformance")
-    write_duckdb(cohort, root / "cdm.duckdb", block_size=500)
-    write_parquet(cohort, root / "parquet", block_size=500)
+    write_duckdb(cohort, root / "cdm.duckdb", batch_size=500)
+    write_parquet(cohort, root / "parquet", batch_size=500)
     return root
 
 

@@ -17,16 +17,17 @@ import pytest
 from conftest import OMOP_ONCOLOGY, named
 
 from trajectories import Cohort, Manifest
+from trajectories.cohort import MICROSECONDS_PER_DAY
 from trajectories.io.omop import (
     EXPORT_TABLES,
     OmopError,
     duckdb_writer,
     omop_blocks,
     omop_tables,
+    visits,
     write_duckdb,
     write_parquet,
 )
-from trajectories.io.omop import tables as cdm_tables
 from trajectories.io.omop.spec import (
     cdm_spec,
     field_level_subset,
@@ -76,8 +77,8 @@ def cohort() -> Cohort:
 @pytest.fixture(scope="module")
 def exported(cohort, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("omop")
-    counts_db = write_duckdb(cohort, root / "cdm.duckdb", block_size=400)
-    counts_pq = write_parquet(cohort, root / "parquet", block_size=400)
+    counts_db = write_duckdb(cohort, root / "cdm.duckdb", batch_size=400)
+    counts_pq = write_parquet(cohort, root / "parquet", batch_size=400)
     with duckdb.connect(str(root / "cdm.duckdb"), read_only=True) as con:
         tables = {t: con.sql(f'SELECT * FROM "{t}"').pl() for t in EXPORT_TABLES}
         columns = con.execute(
@@ -224,7 +225,7 @@ def test_death_once_per_dead_person_at_end_of_followup(cohort, exported):
     dead = cohort.persons.filter(pl.col("exit") == "death")
     assert death["person_id"].to_list() == dead["person_id"].to_list()
     assert death["death_date"].to_list() == day(dead, "followup_end").to_list()
-    micros = (dead["followup_end"] * 86_400_000_000).floor().cast(pl.Int64)
+    micros = (dead["followup_end"] * MICROSECONDS_PER_DAY).floor().cast(pl.Int64)
     expected = dead["index_date"].cast(pl.Datetime("us")) + micros.cast(pl.Duration("us"))
     assert death["death_datetime"].to_list() == expected.to_list()
     assert set(death["death_type_concept_id"].to_list()) == {32817}
@@ -244,7 +245,7 @@ def test_measurements_observations_and_drugs_carry_values_dates_and_concepts(coh
     assert set(m["measurement_source_value"].to_list()) == {"ldh"}
     assert set(m["measurement_type_concept_id"].to_list()) == {32817}
     seconds = (m["measurement_datetime"] - ldh["index_date"].cast(pl.Datetime("us")))
-    np.testing.assert_allclose(seconds.dt.total_microseconds().to_numpy() / 86_400e6,
+    np.testing.assert_allclose(seconds.dt.total_microseconds().to_numpy() / MICROSECONDS_PER_DAY,
                                ldh["time"].to_numpy(), atol=1e-9)
 
     ecog = events_of(cohort, "measurement:ecog")
@@ -325,14 +326,14 @@ def test_events_link_to_the_visit_covering_them(cohort, exported):
 
 
 def test_ids_and_rows_do_not_depend_on_block_size_or_event_layout(cohort, exported):
-    small = omop_tables(cohort, block_size=97)
+    small = omop_tables(cohort, batch_size=97)
     for table, frame in exported["tables"].items():
         assert small[table].equals(frame), table
     # events grouped by person in another order than persons' give the same tables
     shuffled = cohort.events.sort(pl.col("person_id").hash(seed=5), maintain_order=True)
     mixed = Cohort(cohort.persons, shuffled, cohort.manifest)
     assert not mixed.events["person_id"].is_sorted()
-    relaid = omop_tables(mixed, block_size=250)
+    relaid = omop_tables(mixed, batch_size=250)
     for table, frame in exported["tables"].items():
         assert relaid[table].equals(frame), table
 
@@ -414,8 +415,8 @@ def test_refusals_and_overwrite(cohort, exported, tmp_path):
         write_duckdb(Cohort(big_ids, shifted, small.manifest), tmp_path / "big.duckdb")
     assert not (tmp_path / "big.duckdb").exists()
     assert not (tmp_path / "big.duckdb.partial").exists()
-    with pytest.raises(OmopError, match="block_size"):
-        omop_tables(small, block_size=0)
+    with pytest.raises(OmopError, match="batch_size"):
+        omop_tables(small, batch_size=0)
 
 
 def test_death_domain_events_give_one_death_row_and_keep_the_rest(cohort):
@@ -455,15 +456,15 @@ def test_a_cohort_directory_exports_the_tables_of_the_cohort_for_any_block_size(
     """Streamed block by block from disk, with DuckDB row groups of 1000 rows so that rows
     wait for the next block several times per table: the same tables, row for row."""
     directory = cohort.write(tmp_path / "cohort")
-    for block_size in (97, 700, 5000):
-        streamed = omop_tables(directory, block_size=block_size)
+    for batch_size in (97, 700, 5000):
+        streamed = omop_tables(directory, batch_size=batch_size)
         for table, frame in exported["tables"].items():
-            assert streamed[table].equals(frame), (block_size, table)
+            assert streamed[table].equals(frame), (batch_size, table)
     monkeypatch.setattr(duckdb_writer, "ROW_GROUP_ROWS", 1000)
-    counts = write_duckdb(directory, tmp_path / "cdm.duckdb", block_size=333)
+    counts = write_duckdb(directory, tmp_path / "cdm.duckdb", batch_size=333)
     assert counts == exported["counts_db"]
     assert counts["visit_occurrence"] > 10 * 1000  # several full row groups, then the rest
-    write_parquet(str(directory), tmp_path / "parquet", block_size=333)
+    write_parquet(str(directory), tmp_path / "parquet", batch_size=333)
     with duckdb.connect(str(tmp_path / "cdm.duckdb"), read_only=True) as con:
         for table, frame in exported["tables"].items():
             assert con.sql(f'SELECT * FROM "{table}"').pl().equals(frame), table
@@ -507,7 +508,7 @@ def test_events_of_persons_absent_from_persons_are_refused(cohort, shuffle):
         n = (events["person_id"] == dropped).sum()
         with pytest.raises(OmopError, match=rf"events\.person_id: {n} event\(s\) of persons "
                                             rf"absent from persons \(e\.g\. \[{dropped}\]\)"):
-            omop_tables(unchecked, block_size=400)
+            omop_tables(unchecked, batch_size=400)
 
 
 def test_visit_search_helpers_agree_with_brute_force():
@@ -518,13 +519,13 @@ def test_visit_search_helpers_agree_with_brute_force():
     person = np.repeat(np.arange(300) * 3, lengths)  # gaps: persons without visits
     start = np.concatenate([np.sort(rng.integers(0, 50, n)) for n in lengths]).astype(float)
     end = start + rng.integers(0, 30, size=start.size)
-    longest = cdm_tables._running_max(person, end)
+    longest = visits._running_max(person, end)
     for p in np.unique(person):
         mine = person == p
         np.testing.assert_array_equal(longest[mine], np.maximum.accumulate(end[mine]))
     query_person = np.sort(rng.integers(-1, 3 * 300 + 1, size=2000))
     query_time = rng.integers(-1, 52, size=2000).astype(float)
-    found = cdm_tables._last_at_or_before(person, start, query_person, query_time)
+    found = visits._last_at_or_before(person, start, query_person, query_time)
     for i in range(query_person.size):
         candidates = np.flatnonzero((person == query_person[i]) & (start <= query_time[i]))
         assert found[i] == (candidates[-1] if candidates.size else -1)

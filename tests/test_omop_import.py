@@ -14,9 +14,10 @@ import pytest
 from conftest import OMOP_ONCOLOGY, named
 
 from trajectories import Cohort
+from trajectories.cohort import MICROSECONDS_PER_DAY as MPD
 from trajectories.cohort import PERSON_COLUMNS
 from trajectories.io.omop import omop_tables, write_duckdb, write_parquet
-from trajectories.io.omop_import import (
+from trajectories.io.omop.read import (
     OmopImportError,
     OmopMapping,
     from_omop,
@@ -28,7 +29,6 @@ from trajectories.io.omop_import import (
 from trajectories.scenario import scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 
-MPD = 86_400_000_000  # microseconds per day
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mappings" / "oncology.toml"
 N_PERSONS = 1000
 
@@ -45,8 +45,8 @@ def cohort() -> Cohort:
 @pytest.fixture(scope="module")
 def exported(cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("omop")
-    write_duckdb(cohort, root / "cdm.duckdb", block_size=300)
-    write_parquet(cohort, root / "parquet", block_size=300)
+    write_duckdb(cohort, root / "cdm.duckdb", batch_size=300)
+    write_parquet(cohort, root / "parquet", batch_size=300)
     return {"duckdb": root / "cdm.duckdb", "parquet": root / "parquet"}
 
 

@@ -32,8 +32,7 @@ from trajectories.io.omop.postgres import (
     read_omop_postgres,
 )
 from trajectories.io.omop.postgres_writer import write_postgres
-from trajectories.io.omop.spec import cdm_spec
-from trajectories.io.omop.tables import conform
+from trajectories.io.omop.spec import cdm_spec, conform
 from trajectories.simulate import MarkovSimulator
 
 N_PERSONS = 2000
@@ -63,7 +62,7 @@ def exported(url, cohort, tmp_path_factory):
     """The cohort in a PostgreSQL schema and in a DuckDB file (reference)."""
     root = tmp_path_factory.mktemp("omop_pg")
     with scratch_schema(url, "omop_pg") as schema:
-        counts_pg = write_postgres(cohort, url, schema, block_size=BLOCK)
+        counts_pg = write_postgres(cohort, url, schema, batch_size=BLOCK)
         counts_db = write_duckdb(cohort, root / "cdm.duckdb")
         with duckdb.connect(str(root / "cdm.duckdb"), read_only=True) as con:
             tables = {t: con.sql(f'SELECT * FROM "{t}"').pl() for t in EXPORT_TABLES}
@@ -261,7 +260,7 @@ def test_an_exception_mid_export_leaves_no_schema_and_no_table(url, cohort, monk
                         failing_after(3, RuntimeError("injected after two blocks of persons")))
     try:
         with pytest.raises(RuntimeError, match="injected"):
-            write_postgres(cohort, url, schema, block_size=BLOCK)
+            write_postgres(cohort, url, schema, batch_size=BLOCK)
         assert not schema_exists(url, schema)
     finally:
         drop_schema(url, schema)
@@ -284,7 +283,7 @@ def test_a_refused_row_mid_export_rolls_everything_back(url, cohort, monkeypatch
     try:
         expected = r"(?s)\.measurement.*nothing was written.*null value"
         with pytest.raises(OmopError, match=expected):
-            write_postgres(cohort, url, schema, block_size=BLOCK)
+            write_postgres(cohort, url, schema, batch_size=BLOCK)
         assert not schema_exists(url, schema)
     finally:
         drop_schema(url, schema)
@@ -313,12 +312,12 @@ def test_existing_tables_are_refused_and_replaced_only_with_overwrite(
             patch.setattr(writer_module, "omop_blocks",
                           failing_after(2, RuntimeError("injected during the overwrite")))
             with pytest.raises(RuntimeError, match="injected"):
-                write_postgres(cohort, url, schema, block_size=BLOCK, overwrite=True)
+                write_postgres(cohort, url, schema, batch_size=BLOCK, overwrite=True)
         for table in ("person", "death", "measurement"):  # the previous export, untouched
             assert read_omop_postgres(url, schema, table).height > 0
         assert_frame_equal(read_omop_postgres(url, schema, "person"), before)
 
-        counts = write_postgres(cohort, url, schema, block_size=BLOCK, overwrite=True)
+        counts = write_postgres(cohort, url, schema, batch_size=BLOCK, overwrite=True)
         assert counts["person"] == person_count(url, schema) == N_PERSONS
         assert pg(url, sql.SQL("SELECT concept_id FROM {}.concept").format(name)) == [(8507,)]
         assert failures(check_omop_postgres(url, schema)) == []

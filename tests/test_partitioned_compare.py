@@ -13,10 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from trajectories.cli import app
+from trajectories.cohort import PartitionedCohort, read_partitioned
+from trajectories.parallel import Parallel
 from trajectories.simulate import MarkovSimulator
-from trajectories.simulate.sharded import PartitionedCohort, read_partitioned, simulate_sharded
+from trajectories.simulate.sharded import simulate_sharded
 from validation import compare, lazy
 from validation.published import load_published
+from validation.survival_checks import event_quantiles
 
 N, BLOCK = 3_000, 400  # eight blocks, the last one short
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "published"
@@ -57,7 +60,7 @@ def test_partitioned_compare_equals_the_in_memory_compare(directory, reference, 
     assert_same_checks(in_memory, by_blocks)
     assert "block by block (8 blocks)" in by_blocks.context["synthetic read"]
     monkeypatch.setattr(lazy, "FOLD_EVERY", 3)  # running totals of three blocks at a time
-    two_workers = compare(dataset, reference, figures=False, workers=2)
+    two_workers = compare(dataset, reference, figures=False, parallel=Parallel(workers=2))
     assert_same_checks(by_blocks, two_workers)
 
 
@@ -183,7 +186,7 @@ def test_event_quantiles_of_a_tally_equal_numpy_on_the_expanded_times():
     tally = (pl.DataFrame({"time": times, "status": status})
              .group_by("time", "status").agg(pl.len().cast(pl.Int64).alias("count")))
     expected = np.quantile(times[status == 1], np.linspace(0, 1, 400))
-    np.testing.assert_allclose(compare_module._event_quantiles(tally, 400), expected,
+    np.testing.assert_allclose(event_quantiles(tally, 400), expected,
                                rtol=0, atol=1e-9)
 
 

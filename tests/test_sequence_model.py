@@ -48,7 +48,7 @@ def test_same_seed_same_samples_and_other_seeds_differ(model: SequenceModel) -> 
     # Blocks of persons have their own seeded streams: smaller blocks give other, equally
     # reproducible, samples.
     blocks = copy.copy(model)
-    blocks.config = model.config.model_copy(update={"sample_batch_size": 100})
+    blocks.config = model.config.model_copy(update={"batch_size": 100})
     assert _same(blocks.sample(300, seed=1), blocks.sample(300, seed=1))
     assert not blocks.sample(300, seed=1).events.equals(first.events)
 
@@ -56,7 +56,7 @@ def test_same_seed_same_samples_and_other_seeds_differ(model: SequenceModel) -> 
 def test_training_is_reproducible(reference: Cohort, model: SequenceModel) -> None:
     again = SequenceModel(SMALL).fit(reference)
     assert again.checkpoint_hash() == model.checkpoint_hash()
-    assert again.training["history"] == model.training["history"]
+    assert again.training_["history"] == model.training_["history"]
     other = SequenceModel({**SMALL, "seed": 4}).fit(reference)
     assert other.checkpoint_hash() != model.checkpoint_hash()
 
@@ -66,7 +66,7 @@ def test_save_then_load_gives_the_same_samples(model: SequenceModel, tmp_path) -
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "vocabulary.json",
                                                         "weights.pt"]
     state = torch.load(folder / "weights.pt", weights_only=True)
-    assert set(state) == set(model.net.state_dict())
+    assert set(state) == set(model.net_.state_dict())
     saved = json.loads((folder / "config.json").read_text())
     assert saved["checkpoint_hash"] == model.checkpoint_hash()
     assert saved["config"]["d_model"] == 16

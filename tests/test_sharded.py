@@ -20,17 +20,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from trajectories.cohort import MANIFEST_FILE, Cohort
-from trajectories.parallel import ExecutorError, run_blocks
+from trajectories.cohort.files import RUN_FILE, part_name
+from trajectories.cohort.partitioned import PartitionedCohort, is_partitioned, read_partitioned
+from trajectories.errors import ShardedRunError
+from trajectories.parallel import ExecutorError, Parallel, run_blocks
 from trajectories.simulate import MarkovSimulator
-from trajectories.simulate.sharded import (
-    RUN_FILE,
-    PartitionedCohort,
-    ShardedRunError,
-    is_partitioned,
-    part_name,
-    read_partitioned,
-    simulate_sharded,
-)
+from trajectories.simulate.sharded import simulate_sharded
 
 N, BLOCK, SEED = 2_300, 300, 11  # eight blocks, the last one short
 N_BLOCKS = 8
@@ -97,8 +92,8 @@ def test_the_reference_run_is_complete_and_equals_the_in_memory_cohort(simulator
 def test_workers_and_executors_write_byte_identical_files(
     simulator, reference, tmp_path, executor, workers
 ):
-    out = simulate_sharded(simulator, tmp_path / "out", n=N, seed=SEED, executor=executor,
-                           workers=workers)
+    out = simulate_sharded(simulator, tmp_path / "out", n=N, seed=SEED,
+                           parallel=Parallel(executor, workers))
     assert files(out) == files(reference)
     assert manifest(out) == manifest(reference)
 
@@ -106,6 +101,7 @@ def test_workers_and_executors_write_byte_identical_files(
 KILLER = """
 import os, signal, sys
 from trajectories.simulate import MarkovSimulator
+from trajectories.cohort.files import part_name
 from trajectories.simulate import sharded
 
 real_replace = os.replace
@@ -113,7 +109,7 @@ real_replace = os.replace
 def replace(source, target):
     # Die like a killed job: after block {victim}'s persons file is in place and its events
     # file is written under its temporary name, before that one is renamed.
-    if str(target).endswith("events/" + sharded.part_name({victim}, {n_blocks})):
+    if str(target).endswith("events/" + part_name({victim}, {n_blocks})):
         os.kill(os.getpid(), signal.SIGKILL)
     real_replace(source, target)
 
@@ -235,16 +231,23 @@ def square(x: int) -> int:
 
 
 def test_run_blocks_returns_every_result_and_raises_the_first_failure():
-    assert sorted(run_blocks(square, range(6), workers=2)) == [0, 1, 4, 9, 16, 25]
-    assert list(run_blocks(square, [3], executor="local", workers="auto")) == [9]
+    assert sorted(run_blocks(square, range(6), Parallel(workers=2))) == [0, 1, 4, 9, 16, 25]
+    assert list(run_blocks(square, [3], Parallel("local", "auto"))) == [9]
     with pytest.raises(ValueError, match="negative item -1"):
-        list(run_blocks(square, [1, -1, 2], workers=2))
+        list(run_blocks(square, [1, -1, 2], Parallel(workers=2)))
     with pytest.raises(ExecutorError, match="executor must be one of"):
-        run_blocks(square, [1], executor="spark")
+        Parallel("spark")
     with pytest.raises(ExecutorError, match="only applies to executor 'dask'"):
-        run_blocks(square, [1], scheduler="tcp://localhost:8786")
+        Parallel(scheduler="tcp://localhost:8786")
     with pytest.raises(ExecutorError, match="positive integer or 'auto'"):
-        run_blocks(square, [1], workers=0)
+        Parallel(workers=0)
+    # the separate arguments of before still work for one release, with a warning
+    with pytest.warns(DeprecationWarning, match="now one parallel=Parallel"):
+        assert sorted(run_blocks(square, range(3), workers=2)) == [0, 1, 4]
+    with pytest.warns(DeprecationWarning), pytest.raises(ExecutorError, match="executor must"):
+        run_blocks(square, [1], executor="spark")
+    with pytest.raises(ExecutorError, match="not both"):
+        run_blocks(square, [1], Parallel(workers=2), workers=2)
 
 
 def test_describe_sums_the_blocks_to_the_in_memory_summary(reference, monkeypatch):

@@ -16,9 +16,10 @@ from lifelines import AalenJohansenFitter, KaplanMeierFitter
 from typer.testing import CliRunner
 
 from trajectories.cli import app
+from trajectories.cohort import read_partitioned
 from trajectories.io import from_mstate, from_survival_table
 from trajectories.simulate import MarkovSimulator
-from trajectories.simulate.sharded import read_partitioned, simulate_sharded
+from trajectories.simulate.sharded import simulate_sharded
 from validation import compare, survival
 from validation.endpoints import (
     EndpointError,

@@ -15,21 +15,18 @@ from lifelines.statistics import logrank_test
 from lifelines.utils import median_survival_times, restricted_mean_survival_time
 
 from trajectories.errors import TrajectoriesError
+from validation.cox import cox_hazard_ratios, design_matrix
 from validation.endpoints import Endpoint, endpoint_times
 from validation.survival import (
     SurvivalDataError,
     aalen_johansen,
-    cox_hazard_ratios,
-    design_matrix,
-    distance_threshold,
     kaplan_meier,
-    logrank,
-    max_vertical_distance,
     median_survival,
     rmst,
     rmst_difference,
     survival_at,
 )
+from validation.two_sample import distance_threshold, logrank, max_vertical_distance
 
 TOL = 1e-10
 
@@ -426,3 +423,15 @@ def test_cox_recovers_the_simulated_log_hazard_ratios(full_scenario, simulate) -
     truth = {"arm[treatment]": -0.5, "age": 0.01, "sex[M]": 0.0}
     for row in fit.iter_rows(named=True):
         assert abs(row["log_hr"] - truth[row["covariate"]]) < 4 * row["std_error"], row
+
+
+def test_moved_names_are_still_found_in_validation_survival_for_one_release() -> None:
+    from validation import cox, survival, two_sample
+
+    for module, names in ((two_sample, ["logrank", "logrank_from_counts", "distance_threshold",
+                                        "distance_threshold_from_counts",
+                                        "max_vertical_distance"]),
+                          (cox, ["design_matrix", "cox_hazard_ratios", "CoxConvergenceError",
+                                 "COX_MAX_ROWS"])):
+        for name in names:
+            assert getattr(survival, name) is getattr(module, name), name

@@ -1,21 +1,15 @@
 """trajectories: synthetic longitudinal patient cohorts whose conclusions hold up."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("trajectories")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
-from trajectories.cohort import Cohort, Manifest  # noqa: E402
-from trajectories.errors import (  # noqa: E402
+from trajectories._version import __version__
+from trajectories.cohort import Cohort, Manifest, read_cohort, scan_cohort
+from trajectories.errors import (
     CohortSchemaError,
     ReferenceDataError,
     ScenarioError,
     TrajectoriesError,
 )
-from trajectories.scenario import Scenario, load_scenario  # noqa: E402
-from trajectories.simulate import MarkovSimulator  # noqa: E402
+from trajectories.scenario import Scenario, load_scenario
+from trajectories.simulate import MarkovSimulator
 
 __all__ = [
     "Cohort",
@@ -28,4 +22,6 @@ __all__ = [
     "TrajectoriesError",
     "__version__",
     "load_scenario",
+    "read_cohort",
+    "scan_cohort",
 ]

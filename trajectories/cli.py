@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from trajectories import progress
+from trajectories.cohort import STATE_PREFIX
 from trajectories.errors import TrajectoriesError
 
 app = typer.Typer(
@@ -120,12 +121,20 @@ def simulate(
     if sharded:
         from trajectories.simulate.sharded import simulate_sharded
 
-        count = workers if workers == "auto" else _positive_int(workers, "--workers")
-        directory = simulate_sharded(simulator, out_dir, n=n, seed=seed, executor=executor,
-                                     workers=count, scheduler=scheduler, overwrite=overwrite)
+        directory = simulate_sharded(simulator, out_dir, n=n, seed=seed,
+                                     parallel=_parallel(executor, workers, scheduler),
+                                     overwrite=overwrite)
     else:
         directory = simulator.simulate_to(out_dir, n=n, seed=seed, overwrite=overwrite)
     out.print(f"wrote cohort of scenario [bold]{simulator.scenario.name}[/] to {directory}")
+
+
+def _parallel(executor: str, workers: str, scheduler: str | None):
+    """The one Parallel value of --executor, --workers and --scheduler."""
+    from trajectories.parallel import Parallel
+
+    count = workers if workers == "auto" else _positive_int(workers, "--workers")
+    return Parallel(executor, count, scheduler)
 
 
 def _positive_int(text: str, option: str) -> int:
@@ -164,7 +173,7 @@ def fit(
     from trajectories.cohort import Cohort
     from trajectories.fit import MultiStateModel
     from trajectories.fit.references import REFERENCES, load_reference
-    from trajectories.io.table_file import parse_list
+    from trajectories.io.table.files import parse_list
 
     cohort = load_reference(reference) if reference in REFERENCES else Cohort.read(reference)
     chosen = families if families == "auto" or "," not in families else families.split(",")
@@ -199,7 +208,7 @@ def train(
     model = SequenceModel(max_epochs=epochs, device=device, architecture=architecture,
                           seed=seed).fit(Cohort.read(reference))
     model.save(out_dir, overwrite=overwrite)
-    history = model.training.get("history", [])
+    history = model.training_.get("history", [])
     best = min((h.get("validation_loss", float("inf")) for h in history), default=float("nan"))
     out.print(f"trained {len(history)} epoch(s), best held-out loss {best:.4f}; checkpoint "
               f"{model.checkpoint_hash()[:12]} written to {out_dir}")
@@ -244,9 +253,9 @@ def calibrate(
 ) -> None:
     """Adjust hazard levels and effects until the published figures are reached; exit 1 if
     some target stays out of reach (each is listed with the reason)."""
-    from trajectories.fit.calibrate import calibrate as run_calibration
-    from trajectories.fit.model import write_scenario
+    from trajectories.fit.scenario_file import write_scenario
     from trajectories.scenario import load_scenario
+    from validation.calibrate import calibrate as run_calibration
     from validation.published import load_published
 
     result = run_calibration(load_scenario(scenario), load_published(targets), n=n, seed=seed)
@@ -265,12 +274,10 @@ def describe(
     """Summarise a cohort: persons per site, events per code, follow-up, states, exits.
 
     A partitioned cohort is read one block at a time, never whole."""
-    from trajectories.cohort import Cohort
-    from trajectories.simulate.sharded import is_partitioned, read_partitioned
+    from trajectories.cohort import Cohort, read_cohort
     from trajectories.summary import summarize
 
-    cohort = (read_partitioned(cohort_dir) if is_partitioned(cohort_dir)
-              else Cohort.read(cohort_dir))
+    cohort = read_cohort(cohort_dir)
     manifest = cohort.manifest
     n_events = (cohort.events.height if isinstance(cohort, Cohort)
                 else sum(block["n_events"] for block in cohort.blocks))
@@ -315,8 +322,10 @@ def export_omop(
         str, typer.Option(help="PostgreSQL schema for --postgres (created if missing).")
     ] = "public",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
-    block_size: Annotated[
-        int, typer.Option(help="Persons whose tables are built in memory at once.")
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "--block-size",
+                          help="Persons whose tables are built in memory at once (--block-size: "
+                          "its old name, for one release).")
     ] = 50_000,
 ) -> None:
     """Export a cohort as OMOP CDM v5.4 tables (DuckDB, PostgreSQL or Parquet)."""
@@ -326,13 +335,13 @@ def export_omop(
     _exactly_one("export omop", duckdb_file, parquet_dir, postgres)
     cohort = cohort_dir  # the writers stream it from disk one block of persons at a time
     if duckdb_file is not None:
-        counts = write_duckdb(cohort, duckdb_file, block_size=block_size, overwrite=overwrite)
+        counts = write_duckdb(cohort, duckdb_file, batch_size=batch_size, overwrite=overwrite)
         target = str(duckdb_file)
     elif parquet_dir is not None:
-        counts = write_parquet(cohort, parquet_dir, block_size=block_size, overwrite=overwrite)
+        counts = write_parquet(cohort, parquet_dir, batch_size=batch_size, overwrite=overwrite)
         target = str(parquet_dir)
     else:
-        counts = write_postgres(cohort, postgres, schema, block_size=block_size,
+        counts = write_postgres(cohort, postgres, schema, batch_size=batch_size,
                                 overwrite=overwrite)
         target = f"{shown_url(postgres)} schema {schema}"
     print_frame(pl.DataFrame({"table": list(counts), "rows": list(counts.values())}),
@@ -355,9 +364,8 @@ def export_meds(
 ) -> None:
     """Export a cohort as a MEDS v0.4 dataset (data/, metadata/); a partitioned cohort is
     streamed block by block."""
-    from trajectories.cohort import Cohort
+    from trajectories.cohort import read_cohort
     from trajectories.io.meds import write_meds
-    from trajectories.simulate.sharded import is_partitioned, read_partitioned
 
     try:
         fractions = tuple(float(x) for x in splits.split(","))
@@ -365,8 +373,7 @@ def export_meds(
         raise TrajectoriesError(
             f"export meds: --splits must be three numbers, got {splits!r}"
         ) from None
-    cohort = (read_partitioned(cohort_dir) if is_partitioned(cohort_dir)
-              else Cohort.read(cohort_dir))
+    cohort = read_cohort(cohort_dir)
     counts = write_meds(cohort, out_dir, split_fractions=fractions, seed=seed,
                         shard_size=shard_size, end_events=end_events, overwrite=overwrite)
     print_frame(pl.DataFrame({"part": list(counts), "rows": list(counts.values())}),
@@ -394,7 +401,7 @@ def import_omop(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Read an OMOP database into a cohort; unmapped and dropped rows are counted."""
-    from trajectories.io.omop_import import from_omop
+    from trajectories.io.omop.read import from_omop
 
     cohort = from_omop(source, mapping, schema=schema, resolution=resolution)
     cohort.write(out_dir, overwrite=overwrite)
@@ -412,7 +419,7 @@ def import_meds(
     out_dir: Annotated[Path, typer.Option("--out", help="Cohort directory to write.")],
     state_prefix: Annotated[
         str, typer.Option(help="Codes starting with this are states.")
-    ] = "state:",
+    ] = STATE_PREFIX,
     index_code: Annotated[
         str | None, typer.Option(help="Code whose first row is time zero (default: the "
                                  "first timed row).")
@@ -470,7 +477,7 @@ MeasurementTimeUnitOption = Annotated[
 
 
 def _measurement_columns(text: str) -> dict[str, str]:
-    from trajectories.io.table_file import parse_codes
+    from trajectories.io.table.files import parse_codes
 
     roles = {"id": "id", "time": "time", "name": "name", "value": "value"}
     given = parse_codes(text, "--measurement-columns") or {}
@@ -484,8 +491,8 @@ def _measurement_columns(text: str) -> dict[str, str]:
 def _write_import(cohort, out_dir: Path, overwrite: bool, measurements: Path | None,
                   measurement_columns: str, time_unit: str) -> None:
     """Merge the measurements (if any), write the cohort and say what was imported."""
-    from trajectories.io.measurements import add_measurements
-    from trajectories.io.table_file import read_table
+    from trajectories.io.table import add_measurements
+    from trajectories.io.table.files import read_table
 
     if measurements is not None:
         columns = _measurement_columns(measurement_columns)
@@ -564,8 +571,8 @@ def import_table(
     (--start: counting-process rows, recurrent events) into a cohort. Nothing is written
     when a row is at fault: the message names the file, column and first rows."""
     from trajectories.io import from_counting_process, from_survival_table
-    from trajectories.io.table_file import parse_codes, parse_list, read_table
-    from trajectories.io.table_file import sex_codes as typed_sex_codes
+    from trajectories.io.table.files import parse_codes, parse_list, read_table
+    from trajectories.io.table.files import sex_codes as typed_sex_codes
 
     frame = read_table(file)
     codes = parse_codes(status_codes, "--status-codes")
@@ -623,8 +630,8 @@ def import_mstate(
     """Read R mstate's long format into a cohort; a transition from a state to itself is a
     recurrent event (the k-th entry in a row becomes state '<state>_k')."""
     from trajectories.io import from_mstate
-    from trajectories.io.table_file import parse_codes, parse_list, read_table
-    from trajectories.io.table_file import sex_codes as typed_sex_codes
+    from trajectories.io.table.files import parse_codes, parse_list, read_table
+    from trajectories.io.table.files import sex_codes as typed_sex_codes
 
     frame = read_table(file)
     cohort = _loading(file, lambda: from_mstate(
@@ -712,17 +719,15 @@ def validate(
 
     A partitioned SYNTHETIC cohort (written with --shards) is read block by block, over
     --workers, and never loaded whole."""
-    from trajectories.cohort import Cohort
-    from trajectories.simulate.sharded import is_partitioned, read_partitioned
-    from validation import compare, load_thresholds, write_html
+    from trajectories.cohort import Cohort, read_cohort
+    from validation import compare, load_thresholds
     from validation.endpoints import load_endpoints
     from validation.published import is_published_figures, load_published
 
     reference_data = (
         load_published(reference) if is_published_figures(reference) else Cohort.read(reference)
     )
-    synthetic_data = (read_partitioned(synthetic) if is_partitioned(synthetic)
-                      else Cohort.read(synthetic, check=False))
+    synthetic_data = read_cohort(synthetic, check=False)
     result = compare(
         synthetic_data,
         reference_data,
@@ -730,13 +735,11 @@ def validate(
         thresholds=load_thresholds(thresholds) if thresholds else None,
         seed=seed,
         resolution="auto" if resolution is None else resolution,
-        executor=executor,
-        workers=workers if workers == "auto" else _positive_int(workers, "--workers"),
-        scheduler=scheduler,
+        parallel=_parallel(executor, workers, scheduler),
     )
     report.mkdir(parents=True, exist_ok=True)
     result.write_json(report / "report.json")
-    write_html(result, report / "report.html")
+    result.write_html(report / "report.html")
     for note in result.notes:
         out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     _print_verdicts(result)

@@ -17,3 +17,49 @@ class CohortSchemaError(TrajectoriesError):
 
 class ReferenceDataError(TrajectoriesError):
     """Reference data handed to a loader cannot be turned into a cohort."""
+
+
+class ShardedRunError(TrajectoriesError):
+    """A partitioned cohort directory cannot be written, resumed or read as asked."""
+
+
+class ExecutorError(TrajectoriesError):
+    """An executor cannot be set up or lost a worker (bad option, unreachable scheduler...)."""
+
+
+class OmopError(TrajectoriesError):
+    """An OMOP export or check cannot proceed: a cohort the CDM cannot hold, a refused output
+    path, an unreadable database or specification file."""
+
+
+class OmopImportError(OmopError):
+    """An OMOP database or a mapping cannot be turned into a cohort."""
+
+
+class MedsError(TrajectoriesError):
+    """A cohort cannot be written as MEDS, or a MEDS directory cannot be read as a cohort."""
+
+
+class FitError(TrajectoriesError):
+    """A model cannot be fitted to the reference (too few events, unknown family, no data)."""
+
+
+class CovariateError(TrajectoriesError):
+    """A reference covariate cannot be modelled (missing values, unusable level names)."""
+
+
+class EndpointError(TrajectoriesError):
+    """An endpoint definition is invalid or cannot be applied to a cohort."""
+
+
+class SurvivalDataError(TrajectoriesError):
+    """Survival data handed to an estimator is unusable (negative time, bad codes, ...)."""
+
+
+class CoxConvergenceError(SurvivalDataError):
+    """A Cox model could not be fitted (collinear covariates, perfect separation...): the
+    checks resting on it are not evaluable, the rest of a validation goes on."""
+
+
+class CalibrationError(TrajectoriesError):
+    """Targets or parameters that cannot be calibrated (unknown endpoint, state, covariate)."""

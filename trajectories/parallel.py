@@ -13,13 +13,15 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import TypeVar
 
 from trajectories import progress
-from trajectories.errors import TrajectoriesError
+from trajectories.errors import ExecutorError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,10 +30,6 @@ EXECUTORS = ("local", "dask")
 """``local``: a process pool on this machine; ``dask``: a ``dask.distributed`` cluster."""
 
 AUTO = "auto"
-
-
-class ExecutorError(TrajectoriesError):
-    """An executor cannot be set up or lost a worker (bad option, unreachable scheduler...)."""
 
 
 def available_cores() -> int:
@@ -52,39 +50,88 @@ def resolve_workers(workers: int | str) -> int:
     return workers
 
 
+@dataclass(frozen=True)
+class Parallel:
+    """Where sharded work runs, one value for simulation and validation alike.
+
+    ``executor``: ``local`` (in this process when ``workers`` is 1, else a ``spawn`` process
+    pool of ``workers`` processes) or ``dask`` (the cluster whose scheduler listens at
+    ``scheduler``, e.g. ``tcp://host:8786``, whose own workers run the items; or a
+    ``LocalCluster`` of ``workers`` single-threaded processes when ``scheduler`` is None).
+    ``workers``: a positive count or ``"auto"`` (:func:`available_cores`).
+    """
+
+    executor: str = "local"
+    workers: int | str = 1
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, got "
+                                f"{self.executor!r}")
+        if self.scheduler is not None and self.executor != "dask":
+            raise ExecutorError(
+                f"a scheduler address ({self.scheduler!r}) only applies to executor 'dask', "
+                f"not {self.executor!r}"
+            )
+        resolve_workers(self.workers)
+
+    @property
+    def n_workers(self) -> int:
+        """``workers`` as a count."""
+        return resolve_workers(self.workers)
+
+
+SERIAL = Parallel()
+"""One process, no pool: the default everywhere."""
+
+
+def parallel_from(
+    parallel: Parallel | str | None = None,
+    executor: str | None = None,
+    workers: int | str | None = None,
+    scheduler: str | None = None,
+) -> Parallel:
+    """``parallel``, or one built from the separate ``executor``/``workers``/``scheduler``
+    arguments that signatures took before :class:`Parallel` (kept for one release, with a
+    DeprecationWarning)."""
+    if isinstance(parallel, str):  # the old positional executor
+        parallel, executor = None, parallel
+    if executor is None and workers is None and scheduler is None:
+        return SERIAL if parallel is None else parallel
+    if parallel is not None:
+        raise ExecutorError("give parallel=Parallel(...) or executor/workers/scheduler, not both")
+    warnings.warn("executor=/workers=/scheduler= are now one parallel=Parallel(executor, "
+                  "workers, scheduler)", DeprecationWarning, stacklevel=3)
+    return Parallel(executor or "local", 1 if workers is None else workers, scheduler)
+
+
 def run_blocks(
     fn: Callable[[T], R],
     items: Iterable[T],
-    executor: str = "local",
-    workers: int | str = 1,
+    parallel: Parallel | str | None = None,
+    workers: int | str | None = None,
     scheduler: str | None = None,
     description: str = "blocks",
     count: Callable[[R], int] | None = None,
+    *,
+    executor: str | None = None,
 ) -> Iterator[R]:
-    """Yield ``fn(item)`` for every item, in completion order, on the chosen executor.
+    """Yield ``fn(item)`` for every item, in completion order, where ``parallel`` says.
 
-    ``local``: in this process when ``workers`` is 1, else a ``spawn`` process pool of
-    ``workers`` processes. ``dask``: the cluster whose scheduler listens at ``scheduler``
-    (``tcp://host:8786``; its own workers run the items, ``workers`` is not used), or a
-    ``LocalCluster`` of ``workers`` single-threaded processes when ``scheduler`` is None.
     Results should say which item they belong to. The first failing item stops the run: items
     not started are cancelled and its exception is raised. Progress (items done, time left,
     and persons per second when ``count`` says how many persons a result holds) goes through
-    :func:`trajectories.progress.track`.
+    :func:`trajectories.progress.track`. (``workers``/``scheduler``/``executor``: the old
+    separate arguments, see :func:`parallel_from`.)
     """
-    if executor not in EXECUTORS:
-        raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
-    if scheduler is not None and executor != "dask":
-        raise ExecutorError(
-            f"a scheduler address ({scheduler!r}) only applies to executor 'dask', "
-            f"not {executor!r}"
-        )
-    n_workers = resolve_workers(workers)
+    parallel = parallel_from(parallel, executor, workers, scheduler)
+    n_workers = parallel.n_workers
     items = list(items)
-    if executor == "local":
+    if parallel.executor == "local":
         results = _run_local(fn, items, n_workers)
     else:
-        results = _run_dask(fn, items, n_workers, scheduler)
+        results = _run_dask(fn, items, n_workers, parallel.scheduler)
     return progress.track(results, total=len(items), description=description, count=count)
 
 

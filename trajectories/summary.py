@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from trajectories.cohort import STATE_PREFIX, Cohort
+from trajectories.cohort import STATE_PREFIX, Cohort, PartitionedCohort
 from trajectories.progress import track
-from trajectories.simulate.sharded import PartitionedCohort
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trajectories.cohort import Cohort
-from trajectories.errors import TrajectoriesError
+from trajectories.errors import EndpointError
 from trajectories.tomlfile import explain, read_toml
 
 CENSORED, EVENT, COMPETING = 0, 1, 2
@@ -30,10 +30,6 @@ EXTRA_PERSON_COLUMNS = ("sex",)
 StateName = Annotated[str, Field(min_length=1, max_length=64)]
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]*$"
 """Endpoint names: a letter, then letters, digits, '_', '.' or '-' (64 at most)."""
-
-
-class EndpointError(TrajectoriesError):
-    """An endpoint definition is invalid or cannot be applied to a cohort."""
 
 
 class Endpoint(BaseModel):

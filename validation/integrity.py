@@ -22,6 +22,7 @@ from trajectories.cohort import (
     same_person_as_previous,
 )
 from validation.distributions import DAYS_PER_YEAR
+from validation.report import Check, judge
 from validation.transitions import ABSORBED_EXITS, infer_absorbing_states
 
 SHOWN_IDS = 5
@@ -162,6 +163,12 @@ def check_integrity(
 def failed(results: Iterable[IntegrityResult]) -> list[IntegrityResult]:
     """The results whose rule did not hold."""
     return [r for r in results if not r.passed]
+
+
+def as_checks(results: Iterable[IntegrityResult]) -> list[Check]:
+    """One judged check per rule of the synthetic cohort: its persons at fault must number 0."""
+    return [judge("integrity", r.name, "synthetic", float(r.n_persons), 0.0,
+                  rule=r.description, details=r.to_dict()) for r in results]
 
 
 def combine(parts: Iterable[list[IntegrityResult]]) -> list[IntegrityResult]:

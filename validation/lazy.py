@@ -20,9 +20,14 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from trajectories.cohort import STATE_PREFIX, Cohort, Manifest
-from trajectories.parallel import run_blocks
-from trajectories.simulate.sharded import PartitionedCohort, read_partitioned
+from trajectories.cohort import (
+    STATE_PREFIX,
+    Cohort,
+    Manifest,
+    PartitionedCohort,
+    read_partitioned,
+)
+from trajectories.parallel import Parallel, parallel_from, run_blocks
 from validation import integrity, survival, transitions
 from validation.endpoints import EVENT, INDEX, Endpoint, EndpointError, endpoint_times
 from validation.integrity import IntegrityResult
@@ -89,7 +94,7 @@ class LazyFigures:
     transitions: pl.DataFrame
     jump_chain: pl.DataFrame
     sojourns: pl.DataFrame
-    absorbing: set[str] = field(default_factory=set)
+    absorbing_states: set[str] = field(default_factory=set)
 
 
 # -- one block ------------------------------------------------------------------------------------
@@ -101,7 +106,7 @@ def block_aggregates(
     by: Sequence[str] = (),
     resolution: float | None = None,
     *,
-    integrity_absorbing: Iterable[str] | None = None,
+    absorbing_states: Iterable[str] | None = None,
     sample_fraction: float | None = None,
     sample_seed: Sequence[int] = (0,),
 ) -> Aggregates:
@@ -110,7 +115,7 @@ def block_aggregates(
     ``resolution`` (days): endpoint times and sojourn durations are rounded up to multiples of
     it before they are counted (1.0: whole days, as most real data are), which bounds the
     tallies by the number of grid points instead of the number of persons; None keeps them
-    exact. ``integrity_absorbing``: when given, the integrity rules are checked too, with
+    exact. ``absorbing_states``: when given, the integrity rules are checked too, with
     these absorbing states; a part that breaks one is summarised no further (its figures
     would be meaningless). ``sample_fraction``: keep each person in ``sample`` with this
     probability (seeded by ``sample_seed``; 1 keeps the cohort itself).
@@ -127,11 +132,11 @@ def block_aggregates(
     persons = cohort.persons.group_by(*by).agg(pl.len().cast(pl.Int64).alias("count")) if by \
         else pl.DataFrame({"count": [cohort.n_persons]}, schema={"count": pl.Int64})
     checked = None
-    if integrity_absorbing is not None:
-        checked = integrity.check_integrity(cohort, absorbing_states=integrity_absorbing)
+    if absorbing_states is not None:
+        checked = integrity.check_integrity(cohort, absorbing_states=absorbing_states)
         if integrity.failed(checked):
             return _only_counted(cohort, persons, endpoints, by, checked)
-    sojourns = transitions.sojourn_times(cohort, absorbing=()).join(
+    sojourns = transitions.sojourn_times(cohort, absorbing_states=()).join(
         cohort.persons.select("person_id", *by), on="person_id", how="left")
     return Aggregates(
         n_persons=cohort.n_persons,
@@ -302,7 +307,7 @@ class _BlockTask:
     endpoints: tuple[dict[str, Any], ...]
     by: tuple[str, ...]
     resolution: float | None
-    integrity_absorbing: tuple[str, ...] | None
+    absorbing_states: tuple[str, ...] | None
     sample_fraction: float | None
     seed: int
 
@@ -310,7 +315,7 @@ class _BlockTask:
 def _aggregate_block(task: _BlockTask) -> tuple[int, Aggregates]:
     persons = pl.read_parquet(task.persons_file)
     events = pl.scan_parquet(task.events_file)
-    if task.integrity_absorbing is None and task.sample_fraction is None:
+    if task.absorbing_states is None and task.sample_fraction is None:
         # Every figure then comes from state events: reading only those (about 1 event in 10
         # in the built-in scenarios) keeps a block's memory and time small.
         events = events.filter(pl.col("code").str.starts_with(STATE_PREFIX))
@@ -318,7 +323,7 @@ def _aggregate_block(task: _BlockTask) -> tuple[int, Aggregates]:
     cohort = Cohort(persons, events.collect(), manifest, check=False)
     endpoints = [Endpoint.model_validate(e) for e in task.endpoints]
     return task.index, block_aggregates(cohort, endpoints, task.by, task.resolution,
-                                        integrity_absorbing=task.integrity_absorbing,
+                                        absorbing_states=task.absorbing_states,
                                         sample_fraction=task.sample_fraction,
                                         sample_seed=(task.seed, task.index))
 
@@ -329,22 +334,25 @@ def aggregate(
     by: Sequence[str] = (),
     resolution: float | None | Literal["auto"] = "auto",
     *,
-    integrity_absorbing: Iterable[str] | None = None,
+    absorbing_states: Iterable[str] | None = None,
     sample_size: int | None = None,
     seed: int = 0,
-    executor: str = "local",
-    workers: int | str = 1,
+    parallel: Parallel | None = None,
+    executor: str | None = None,
+    workers: int | str | None = None,
     scheduler: str | None = None,
 ) -> Aggregates:
     """:func:`block_aggregates` of every block of a partitioned cohort, added up.
 
-    Blocks are read one at a time per worker (``executor``/``workers``/``scheduler`` as in
-    :func:`trajectories.parallel.run_blocks`): persons and state events only, or every event
-    when integrity is checked (``integrity_absorbing``) or a person sample is drawn (about
+    Blocks are read one at a time per worker where ``parallel`` says
+    (:class:`trajectories.parallel.Parallel`; ``executor``/``workers``/``scheduler``: the old
+    separate arguments, for one release): persons and state events only, or every event
+    when integrity is checked (``absorbing_states``) or a person sample is drawn (about
     ``sample_size`` persons, each kept with probability sample_size / persons, block ``b``'s
     draws seeded by ``(seed, b)``; all persons when the cohort is no larger). ``resolution``
     as in :func:`block_aggregates`, or "auto": :func:`auto_resolution`.
     """
+    parallel = parallel_from(parallel, executor, workers, scheduler)
     dataset = source if isinstance(source, PartitionedCohort) else read_partitioned(source)
     resolution = auto_resolution(resolution, dataset.n_persons)
     manifest = {k: v for k, v in dataset.manifest.model_dump(mode="json").items()
@@ -353,15 +361,15 @@ def aggregate(
     fraction = None
     if sample_size is not None:
         fraction = min(1.0, sample_size / max(dataset.n_persons, 1))
-    absorbing = None if integrity_absorbing is None else tuple(sorted(integrity_absorbing))
+    absorbing = None if absorbing_states is None else tuple(sorted(absorbing_states))
     tasks = [
         _BlockTask(index, str(p), str(e), manifest, specs, tuple(by), resolution, absorbing,
                    fraction, seed)
         for index, (p, e) in enumerate(zip(dataset.files("persons"), dataset.files("events"),
                                            strict=True))
     ]
-    return _added_in_block_order(run_blocks(_aggregate_block, tasks, executor, workers,
-                                            scheduler, description="validating blocks",
+    return _added_in_block_order(run_blocks(_aggregate_block, tasks, parallel,
+                                            description="validating blocks",
                                             count=lambda part: part[1].n_persons))
 
 
@@ -403,7 +411,7 @@ def _added_in_block_order(parts: Iterable[tuple[int, Aggregates]]) -> Aggregates
 def figures(
     aggregates: Aggregates,
     endpoints: Sequence[Endpoint],
-    absorbing: Iterable[str] | None = None,
+    absorbing_states: Iterable[str] | None = None,
     alpha: float = 0.05,
 ) -> LazyFigures:
     """Survival curves, transition counts, jump chain and sojourn statistics from aggregates.
@@ -411,8 +419,8 @@ def figures(
     ``absorbing`` defaults to the states :func:`validation.transitions.infer_absorbing_states`
     would find in the whole cohort (from the summed votes).
     """
-    absorbing = (transitions.absorbing_from_votes(aggregates.votes) if absorbing is None
-                 else set(absorbing))
+    absorbing = (transitions.absorbing_from_votes(aggregates.votes) if absorbing_states is None
+                 else set(absorbing_states))
     kaplan_meier, aalen_johansen = {}, {}
     for endpoint in endpoints:
         tally = aggregates.tallies[endpoint.name]
@@ -430,9 +438,9 @@ def figures(
                 tally.with_columns((pl.col("status") == EVENT).cast(pl.Int8).alias("status")),
                 aggregates.by,
                 lambda t: survival.kaplan_meier_from_counts(t, alpha=alpha))
-    sojourns = _pooled(aggregates.sojourns, ["state", "duration"], ["d", "c"]).filter(
+    sojourns = site_rows(aggregates.sojourns, None, ["state", "duration"], ["d", "c"]).filter(
         ~pl.col("state").is_in(sorted(absorbing)))
-    moves = _pooled(aggregates.transitions, ["from_state", "to_state"], ["count"])
+    moves = site_rows(aggregates.transitions, None, ["from_state", "to_state"], ["count"])
     summary = (
         sojourns.group_by("state")
         .agg(pl.col("c").sum().alias("n"), pl.col("d").sum().alias("completed"))
@@ -446,12 +454,16 @@ def figures(
         transitions=moves,
         jump_chain=transitions.jump_chain(moves),
         sojourns=summary,
-        absorbing=absorbing,
+        absorbing_states=absorbing,
     )
 
 
-def _pooled(frame: pl.DataFrame, keys: list[str], values: list[str]) -> pl.DataFrame:
-    """``frame``'s counts summed over its groups: one row per ``keys``, sorted."""
+def site_rows(frame: pl.DataFrame, site: str | None, keys: list[str],
+              values: list[str]) -> pl.DataFrame:
+    """An aggregate table's counts of one site (``None``: all) summed over its other groups:
+    one row per ``keys``, sorted."""
+    if site is not None:
+        frame = frame.filter(pl.col("site") == site)
     return frame.group_by(keys).agg(pl.col(v).sum() for v in values).sort(keys)
 
 
@@ -477,15 +489,16 @@ def validate_partitioned(
     source: PartitionedCohort | str | Path,
     endpoints: Sequence[Endpoint],
     by: Sequence[str] = (),
-    absorbing: Iterable[str] | None = None,
+    absorbing_states: Iterable[str] | None = None,
     alpha: float = 0.05,
     resolution: float | None | Literal["auto"] = "auto",
     *,
-    executor: str = "local",
-    workers: int | str = 1,
+    parallel: Parallel | None = None,
+    executor: str | None = None,
+    workers: int | str | None = None,
     scheduler: str | None = None,
 ) -> LazyFigures:
     """:func:`figures` of :func:`aggregate`: a partitioned cohort's figures, block by block."""
-    totals = aggregate(source, endpoints, by, resolution, executor=executor, workers=workers,
-                       scheduler=scheduler)
-    return figures(totals, endpoints, absorbing=absorbing, alpha=alpha)
+    totals = aggregate(source, endpoints, by, resolution,
+                       parallel=parallel_from(parallel, executor, workers, scheduler))
+    return figures(totals, endpoints, absorbing_states=absorbing_states, alpha=alpha)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from trajectories.cohort import Cohort
-from trajectories.simulate.sharded import PartitionedCohort
-from validation import lazy, survival, transitions
+from trajectories.cohort import Cohort, PartitionedCohort, death_states, state_names
+from trajectories.errors import CoxConvergenceError
+from trajectories.parallel import Parallel, parallel_from
+from validation import cox, lazy, survival, transitions
 from validation.endpoints import default_endpoints, endpoint_times
 from validation.lazy import SAMPLE_CAP
 from validation.published import (
@@ -30,7 +31,8 @@ def _subject(figure) -> str:
 def compare_published(
     synthetic: Cohort | PartitionedCohort, published: PublishedFigures, *,
     thresholds: Thresholds | None = None, seed: int = 0, figures: bool = True,
-    executor: str = "local", workers: int | str = 1, scheduler: str | None = None,
+    parallel: Parallel | None = None, executor: str | None = None,
+    workers: int | str | None = None, scheduler: str | None = None,
 ) -> Report:
     """One check per published figure: the synthetic estimate must fall in its interval.
 
@@ -39,17 +41,13 @@ def compare_published(
     endpoints take its absorbing states as the death states.
     """
     unit = published.days_per_unit
+    parallel = parallel_from(parallel, executor, workers, scheduler)
     if isinstance(synthetic, PartitionedCohort):
         endpoints, frames, chain, sample = _partitioned_inputs(
-            synthetic, published, seed, executor=executor, workers=workers,
-            scheduler=scheduler)
+            synthetic, published, seed, parallel=parallel)
     else:
-        from validation.compare import death_states
-
-        states = synthetic.events.filter(pl.col("code").str.starts_with("state:"))["code"]
-        state_names = states.unique(maintain_order=True).str.strip_prefix("state:").to_list()
         endpoints = {e.name: e for e in (published.endpoints or default_endpoints(
-            state_names, death_states(synthetic)))}
+            state_names(synthetic), death_states(synthetic)))}
         frames = {name: endpoint_times(synthetic, e) for name, e in endpoints.items()}
         chain = transitions.jump_chain(transitions.transition_counts(synthetic))
         sample = frames
@@ -70,12 +68,12 @@ def compare_published(
         if isinstance(figure, HazardRatioFigure):
             name = figure.covariate + (f"[{figure.level}]" if figure.level else "")
             try:
-                fitted = survival.cox_hazard_ratios(
+                fitted = cox.cox_hazard_ratios(
                     figure.restrict(sample[figure.endpoint]), "time", "status",
                     [figure.covariate], reference_levels=(
                         {figure.covariate: figure.reference_level} if figure.reference_level
                         else {}), seed=seed)
-            except survival.CoxConvergenceError as error:  # no estimate: the figure fails
+            except CoxConvergenceError as error:  # no estimate: the figure fails
                 fitted = pl.DataFrame(schema={"covariate": pl.String, "hazard_ratio": pl.Float64})
                 details = {**details, "reason": str(error)}
             row = fitted.filter(pl.col("covariate") == name)
@@ -113,12 +111,12 @@ def compare_published(
 
 
 def _partitioned_inputs(dataset: PartitionedCohort, published: PublishedFigures, seed: int,
-                        **parallel):
+                        parallel: Parallel):
     """Endpoints, per-endpoint tallies (by site and group columns), the jump chain and
     per-endpoint rows of a person sample, read block by block."""
     endpoints = published.endpoints
     if not endpoints:
-        structure = lazy.aggregate(dataset, [], **parallel)
+        structure = lazy.aggregate(dataset, [], parallel=parallel)
         absorbing = transitions.absorbing_from_votes(structure.votes)
         votes = structure.votes.sort("initial", "state", descending=[True, False])
         names = [s for s in votes.get_column("state").to_list() if s not in absorbing]
@@ -127,7 +125,7 @@ def _partitioned_inputs(dataset: PartitionedCohort, published: PublishedFigures,
                                       initial=initial)
     groups = sorted({name for figure in published.figures for name in figure.group})
     totals = lazy.aggregate(dataset, endpoints, ("site", *groups), sample_size=SAMPLE_CAP,
-                            seed=seed, **parallel)
+                            seed=seed, parallel=parallel)
     moves = totals.transitions.group_by("from_state", "to_state").agg(pl.col("count").sum())
     sample = {e.name: endpoint_times(totals.sample, e) for e in endpoints}
     return ({e.name: e for e in endpoints}, dict(totals.tallies),

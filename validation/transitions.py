@@ -195,14 +195,16 @@ def absorbing_from_votes(votes: pl.DataFrame) -> set[str]:
     return set(votes.filter(pl.col("terminal") > pl.col("left")).get_column("state").to_list())
 
 
-def sojourn_times(cohort: Cohort, absorbing: Iterable[str] | None = None) -> pl.DataFrame:
+def sojourn_times(cohort: Cohort,
+                  absorbing_states: Iterable[str] | None = None) -> pl.DataFrame:
     """Stays in transient states: [person_id, state, duration, completed].
 
     ``completed`` is true when the stay ended by a move to another state and false when it was
-    censored by the end of follow-up. Spells of absorbing states (``absorbing``, default
+    censored by the end of follow-up. Spells of absorbing states (``absorbing_states``, default
     :func:`infer_absorbing_states`) are left out.
     """
-    absorbing = infer_absorbing_states(cohort) if absorbing is None else set(absorbing)
+    absorbing = (infer_absorbing_states(cohort) if absorbing_states is None
+                 else set(absorbing_states))
     return (
         cohort.state_spells()
         .filter(~pl.col("state").is_in(list(absorbing)))

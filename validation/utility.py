@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from trajectories.errors import TrajectoriesError
-from validation.survival import COX_MAX_ROWS, CoxConvergenceError, design_matrix
+from validation.cox import COX_MAX_ROWS, CoxConvergenceError, design_matrix
 
 
 def _fit(design: pl.DataFrame, time: np.ndarray, event: np.ndarray, what: str):

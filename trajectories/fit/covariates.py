@@ -19,15 +19,11 @@ from scipy import optimize, stats
 from scipy.special import ndtri
 
 from trajectories.cohort import Cohort
-from trajectories.errors import TrajectoriesError
+from trajectories.errors import CovariateError
 from trajectories.simulate.population import DAYS_PER_YEAR
 
 LEVEL_NAME = r"^[A-Za-z][A-Za-z0-9_.\-]*$"
 """Scenario names (pattern of trajectories.scenario.schema.Name): categorical levels must match."""
-
-
-class CovariateError(TrajectoriesError):
-    """A reference covariate cannot be modelled (missing values, unusable level names)."""
 
 
 @dataclass(frozen=True)

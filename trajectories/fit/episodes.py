@@ -1,8 +1,8 @@
 """Recurrent-event episodes in a fit: later episodes share one hazard when each has few events.
 
 An importer numbers recurrent events as states ``infection``, ``infection_2``, ... (see
-:mod:`trajectories.io.episodes`). The first moves have events enough for their own hazard and
-covariate effects; the later ones (``infection_3 -> infection_4`` with 3 events) do not, and
+:mod:`trajectories.io.table.episodes`). The first moves have events enough for their own hazard
+and covariate effects; the later ones (``infection_3 -> infection_4`` with 3 events) do not, and
 fitted alone they would get a constant hazard without effects, losing the treatment effect on
 later events. Their at-risk rows are stacked into one fit instead, shared by every move of the
 tail: the hazard of a further event once ``k0`` or more have occurred (the "common baseline

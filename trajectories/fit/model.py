@@ -17,15 +17,15 @@ import json
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from trajectories.cohort import STATE_PREFIX, Cohort
+from trajectories.cohort import STATE_PREFIX, Cohort, prepare_output_directory, state_names
 from trajectories.fit import censoring as censoring_fit
 from trajectories.fit import empirical, processes
 from trajectories.fit.covariates import (
@@ -45,9 +45,10 @@ from trajectories.fit.families import (
     SEMI_PARAMETRIC,
     AtRisk,
     FitError,
-    TransitionFit,
     select_family,
 )
+from trajectories.fit.scenario_file import jsonable, scenario_toml
+from trajectories.fit.transition import SITE, FittedTransition
 from trajectories.scenario import Scenario, scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 from trajectories.simulate.blocks import DEFAULT_BLOCK_SIZE
@@ -56,65 +57,11 @@ CLOCKS = ("forward", "reset", "auto")
 COVARIATE_DRAWS = ("resample", "marginal")
 CENSORINGS = ("empirical", "parametric")
 SITE_EFFECTS = ("fixed", "shrunk", "none")
-SITE = "site"
 MIN_EVENTS_FOR_COVARIATES = 10
 """Transitions with fewer events get a constant hazard without covariates."""
 MIN_DURATION = 1e-3
 """Days: a stay of zero length is given this length (log h0(0) may be infinite)."""
 SCENARIO_FILE, FIT_FILE, ROWS_FILE = "scenario.toml", "fit.json", "baseline.parquet"
-
-
-@dataclass
-class FittedTransition:
-    """The chosen fit of one transition, its clock, the design columns and every candidate."""
-
-    source: str
-    target: str
-    clock: str
-    fit: TransitionFit
-    columns: list[tuple[str, str | None]]  # (covariate or "site", level) per beta
-    candidates: list[tuple[str, str, TransitionFit]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    events: int | None = None  # this move's events when its fit is shared with other moves
-
-    @property
-    def key(self) -> str:
-        return f"{self.source}->{self.target}"
-
-    def effects(self) -> dict[str, float | dict[str, float]]:
-        """Scenario ``effects``: log HR per unit of a number, per level of a category."""
-        out: dict[str, Any] = {}
-        for (name, level), beta in zip(self.columns, self.fit.beta, strict=True):
-            if name == SITE:
-                continue
-            if level is None:
-                out[name] = float(beta)
-            else:
-                out.setdefault(name, {})[level] = float(beta)
-        return out
-
-    def site_log_hazard_ratios(self) -> dict[str, tuple[float, float]]:
-        se = self.fit.std_errors[self.fit.theta.size:]
-        return {level: (float(b), float(s))
-                for (name, level), b, s in zip(self.columns, self.fit.beta, se, strict=True)
-                if name == SITE}
-
-    def summary(self) -> dict:
-        return {
-            "transition": self.key,
-            "clock": self.clock,
-            **self.fit.summary(),
-            "columns": [column_label(n, lv) for n, lv in self.columns],
-            "candidates": [
-                {"family": f, "clock": c, "aic": fit.aic, "loglik": fit.loglik,
-                 "converged": fit.converged,
-                 **({"excluded": fit.excluded} if fit.excluded else {})}
-                for f, c, fit in self.candidates
-            ],
-            "notes": [*self.fit.notes, *self.notes],
-            **({"n_events": self.events, "n_events_fitted": self.fit.summary()["n_events"]}
-               if self.events is not None else {}),
-        }
 
 
 class MultiStateModel:
@@ -139,7 +86,8 @@ class MultiStateModel:
     ``censoring`` tables; sites under 11 persons take the pooled ones); ``parametric`` fits
     administrative censoring uniform over a window before a data cut-off plus a constant loss
     to follow-up (:mod:`trajectories.fit.censoring`: enrolment windows, ``data_cutoff`` and
-    ``loss_to_followup_per_year``).
+    ``loss_to_followup_per_year``). As in scikit-learn, what ``fit`` learns ends in ``_``
+    (``transitions_``, ``sites_``, ``censoring_``, ``processes_``, ``notes_`` ...).
     """
 
     def __init__(
@@ -166,11 +114,23 @@ class MultiStateModel:
         self.covariate_draw = covariate_draw
         self.site_effects = site_effects
         self.centers = dict(centers or {})
-        self.fit_processes = processes
+        self.processes = processes
         self.name = name
-        self.censoring_model = censoring
+        self.censoring = censoring
         self._scenario: Scenario | None = None
         self._rows_dir: tempfile.TemporaryDirectory | None = None
+
+    _RENAMED = frozenset({"notes", "reference", "baseline_rows", "specs", "effect_specs", "sites",
+                          "site_shares", "transitions", "first_index_date", "state_order",
+                          "moves", "transient", "states", "initial", "marginal_notes"})
+    """Learned attributes read under their names before the trailing ``_`` (one release)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in MultiStateModel._RENAMED and name + "_" in self.__dict__:
+            warnings.warn(f"MultiStateModel.{name} is now {name}_ (learned state ends in '_')",
+                          DeprecationWarning, stacklevel=2)
+            return self.__dict__[name + "_"]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- fitting -----------------------------------------------------------------------------------
 
@@ -180,48 +140,48 @@ class MultiStateModel:
             raise FitError("reference cohort has no persons")
         entered = cohort.events.filter(pl.col("code").str.starts_with(STATE_PREFIX))
         if entered.height <= cohort.n_persons:  # each person's initial state, nothing more
-            initial = sorted(entered.get_column("code").str.strip_prefix(STATE_PREFIX).unique())
+            initial = sorted(state_names(cohort))
             raise FitError(
                 f"no person moves from state {' or '.join(map(repr, initial))}: nothing to fit "
                 f"(all {cohort.n_persons} persons stay in their initial state until follow-up "
                 "ends); the reference needs at least one observed transition")
-        self.notes: list[str] = []
-        self.reference = {"n_persons": cohort.n_persons, "generator": cohort.manifest.generator,
+        self.notes_: list[str] = []
+        self.reference_ = {"n_persons": cohort.n_persons, "generator": cohort.manifest.generator,
                           "fingerprint": cohort.manifest.reference_fingerprint
                           or cohort.fingerprint()}
         rows = baseline_rows(cohort, self.covariates)
         names = [c for c in rows.columns if c not in ("person_id", SITE)]
         constant = [c for c in names if rows.get_column(c).n_unique() < 2]
         if constant:
-            self.notes.append(f"covariate(s) {constant} are constant in the reference: no effect")
-        self.baseline_rows = rows
-        self.specs: list[CovariateSpec] = describe(rows, names, self.centers)
-        self.effect_specs = [s for s in self.specs if s.name not in constant]
+            self.notes_.append(f"covariate(s) {constant} are constant in the reference: no effect")
+        self.baseline_rows_ = rows
+        self.specs_: list[CovariateSpec] = describe(rows, names, self.centers)
+        self.effect_specs_ = [s for s in self.specs_ if s.name not in constant]
         site_counts = rows.group_by(SITE).len().sort(["len", SITE], descending=[True, False])
-        self.sites = site_counts.get_column(SITE).to_list()  # largest first: the reference
-        self.site_shares = (site_counts.get_column("len") / rows.height).to_list()
+        self.sites_ = site_counts.get_column(SITE).to_list()  # largest first: the reference
+        self.site_shares_ = (site_counts.get_column("len") / rows.height).to_list()
 
         spells = cohort.state_spells().join(rows, on="person_id", how="left",
                                             maintain_order="left")
         self._states(cohort, spells)
-        self.transitions = self._fit_transitions(spells)
+        self.transitions_ = self._fit_transitions(spells)
         if self.site_effects == "shrunk":
             self._shrink_sites()
-        if self.censoring_model == "empirical":
-            self.censoring = self._empirical_censoring(cohort)
+        if self.censoring == "empirical":
+            self.censoring_ = self._empirical_censoring(cohort)
         else:
-            self.censoring = {
+            self.censoring_ = {
                 site: censoring_fit.fit_censoring(
                     frame.get_column("followup_end").to_numpy(),
                     frame.get_column("exit").is_in(censoring_fit.CENSORED_EXITS).to_numpy())
-                for site in self.sites
+                for site in self.sites_
                 for frame in [cohort.persons.filter(pl.col(SITE) == site)]
             }
-        self.first_index_date = cohort.persons.get_column("index_date").min()
-        categorical = [s.name for s in self.specs if s.kind == "categorical"]
-        self.processes = (processes.fit_processes(cohort, spells, self.transient, categorical)
-                          if self.fit_processes else processes.Processes())
-        self.notes += self.processes.notes
+        self.first_index_date_ = cohort.persons.get_column("index_date").min()
+        categorical = [s.name for s in self.specs_ if s.kind == "categorical"]
+        self.processes_ = (processes.fit_processes(cohort, spells, self.transient_, categorical)
+                          if self.processes else processes.Processes())
+        self.notes_ += self.processes_.notes
         self._scenario = None
         self._rows_dir = None
         return self
@@ -236,16 +196,16 @@ class MultiStateModel:
 
         pooled = empirical.fit_site(*arrays(cohort.persons))
         if cohort.n_persons < empirical.MIN_CELL:
-            self.notes.append(f"only {cohort.n_persons} persons: index-date and censoring "
+            self.notes_.append(f"only {cohort.n_persons} persons: index-date and censoring "
                               "quantiles rest on fewer than "
                               f"{empirical.MIN_CELL} persons")
         fits = {}
-        for site in self.sites:
+        for site in self.sites_:
             fits[site] = empirical.fit_site(
                 *arrays(cohort.persons.filter(pl.col(SITE) == site)),
-                pooled=pooled if len(self.sites) > 1 else None)
+                pooled=pooled if len(self.sites_) > 1 else None)
             if fits[site].pooled:
-                self.notes.append(
+                self.notes_.append(
                     f"site {site!r}: {fits[site].n_persons} persons, {fits[site].n_censored} "
                     f"censored (fewer than {empirical.MIN_CELL}): takes the pooled "
                     f"{' and '.join(fits[site].pooled)} of all sites")
@@ -257,22 +217,22 @@ class MultiStateModel:
         order = {s: i for i, s in enumerate(
             pl.concat([spells.get_column("state"), spells.get_column("next_state").drop_nulls()])
             .unique(maintain_order=True).to_list())}
-        self.state_order = list(order)
-        self.moves = sorted(((r["state"], r["next_state"]) for r in moves.iter_rows(named=True)),
+        self.state_order_ = list(order)
+        self.moves_ = sorted(((r["state"], r["next_state"]) for r in moves.iter_rows(named=True)),
                             key=lambda m: (order[m[0]], order[m[1]]))
-        self.transient = sorted({s for s, _ in self.moves}, key=order.get)
+        self.transient_ = sorted({s for s, _ in self.moves_}, key=order.get)
         last = spells.filter(pl.col("next_state").is_null())
-        self.states = []
-        for name in self.state_order:
+        self.states_ = []
+        for name in self.state_order_:
             ending = last.filter(pl.col("state") == name).get_column("exit")
-            absorbing = name not in self.transient and ending.is_in(["death", "absorbed"]).any()
+            absorbing = name not in self.transient_ and ending.is_in(["death", "absorbed"]).any()
             death = bool((ending == "death").sum() >= (ending == "absorbed").sum())
-            self.states.append({"name": name, "absorbing": bool(absorbing),
+            self.states_.append({"name": name, "absorbing": bool(absorbing),
                                 **({"death": death} if absorbing else {})})
-        self.states.sort(key=lambda s: s["absorbing"])  # transient first, in order of appearance
+        self.states_.sort(key=lambda s: s["absorbing"])  # transient first, in order of appearance
         first = spells.filter(pl.col("first")).get_column("state")
         shares = first.value_counts().sort("state")
-        self.initial = {r["state"]: r["count"] / first.len() for r in shares.iter_rows(named=True)}
+        self.initial_ = {r["state"]: r["count"] / first.len() for r in shares.iter_rows(named=True)}
 
     # -- one transition ----------------------------------------------------------------------------
 
@@ -289,12 +249,12 @@ class MultiStateModel:
         return list(spec)
 
     def _design(self, rows: pl.DataFrame, event: np.ndarray, notes: list[str]):
-        x, columns = design(rows, self.effect_specs)
-        if self.site_effects != "none" and len(self.sites) > 1:
+        x, columns = design(rows, self.effect_specs_)
+        if self.site_effects != "none" and len(self.sites_) > 1:
             site = rows.get_column(SITE)
             x = np.column_stack([x] + [(site == s).cast(pl.Float64).to_numpy()
-                                       for s in self.sites[1:]])
-            columns = columns + [(SITE, s) for s in self.sites[1:]]
+                                       for s in self.sites_[1:]])
+            columns = columns + [(SITE, s) for s in self.sites_[1:]]
         keep = []
         for j, (name, level) in enumerate(columns):
             column = x[:, j]
@@ -314,9 +274,9 @@ class MultiStateModel:
         share one fit on their stacked at-risk rows (:mod:`trajectories.fit.episodes`)."""
         events = {(s, t): n for s, t, n in spells.filter(pl.col("next_state").is_not_null())
                   .group_by("state", "next_state").len().iter_rows()}
-        pooled = {move: group for group in pooled_tails(self.moves, events) for move in group}
+        pooled = {move: group for group in pooled_tails(self.moves_, events) for move in group}
         fitted: dict[tuple[str, str], FittedTransition] = {}
-        for move in self.moves:
+        for move in self.moves_:
             if move in fitted:
                 continue
             group = pooled.get(move, [move])
@@ -331,7 +291,7 @@ class MultiStateModel:
                 fitted[(source, target)] = dataclasses.replace(
                     shared, source=source, target=target, notes=notes,
                     events=events[(source, target)] if len(group) > 1 else None)
-        return [fitted[move] for move in self.moves]
+        return [fitted[move] for move in self.moves_]
 
     def _fit_transition(self, spells: pl.DataFrame,
                         moves: list[tuple[str, str]]) -> FittedTransition:
@@ -386,7 +346,7 @@ class MultiStateModel:
     def _shrink_sites(self) -> None:
         """Empirical Bayes: each site's log HR times tau^2 / (tau^2 + se^2), with tau^2 the
         between-site variance estimated by moments (log HR relative to the largest site)."""
-        for transition in self.transitions:
+        for transition in self.transitions_:
             index = [j for j, (name, _) in enumerate(transition.columns) if name == SITE]
             if not index:
                 continue
@@ -403,31 +363,31 @@ class MultiStateModel:
     # -- the scenario ------------------------------------------------------------------------------
 
     def _require_fitted(self) -> None:
-        if not hasattr(self, "transitions"):
+        if not hasattr(self, "transitions_"):
             raise FitError("the model is not fitted yet: call fit(reference_cohort) first")
 
     def _calendar(self) -> tuple[dict, dict, dict[str, dict]]:
         """Calendar, follow-up and per-site censoring entries from the censoring fits."""
-        if self.censoring_model == "empirical":
+        if self.censoring == "empirical":
             return self._empirical_calendar()
-        longest = max(math.ceil(c.window_high) for c in self.censoring.values())
-        first = self.first_index_date or dt.date(2000, 1, 1)
+        longest = max(math.ceil(c.window_high) for c in self.censoring_.values())
+        first = self.first_index_date_ or dt.date(2000, 1, 1)
         cutoff = first + dt.timedelta(days=longest)
         windows = {
             site: (cutoff - dt.timedelta(days=round(c.window_high)),
                    cutoff - dt.timedelta(days=round(min(c.window_low, c.window_high))))
-            for site, c in self.censoring.items()
+            for site, c in self.censoring_.items()
         }
         calendar = {"enrolment_start": min(w[0] for w in windows.values()),
                     "enrolment_end": max(w[1] for w in windows.values()),
                     "data_cutoff": cutoff}
-        loss = {site: c.loss_per_day * 365.25 for site, c in self.censoring.items()}
+        loss = {site: c.loss_per_day * 365.25 for site, c in self.censoring_.items()}
         followup = {"max_days": float(longest + 1)}
-        per_site: dict[str, dict] = {site: {} for site in self.sites}
-        if len(self.sites) == 1:
-            followup["loss_to_followup_per_year"] = loss[self.sites[0]]
+        per_site: dict[str, dict] = {site: {} for site in self.sites_}
+        if len(self.sites_) == 1:
+            followup["loss_to_followup_per_year"] = loss[self.sites_[0]]
         else:
-            for site in self.sites:
+            for site in self.sites_:
                 per_site[site] = {"enrolment_start": windows[site][0],
                                   "enrolment_end": windows[site][1],
                                   "loss_to_followup_per_year": loss[site]}
@@ -436,17 +396,17 @@ class MultiStateModel:
     def _empirical_calendar(self) -> tuple[dict, dict, dict[str, dict]]:
         """One site: ``[calendar] index_dates`` and ``[followup] censoring``; several: each
         site its own (the top-level window and max_days then only summarise them)."""
-        fits = self.censoring
+        fits = self.censoring_
         calendar = {"enrolment_start": min(f.index_dates[0] for f in fits.values()),
                     "enrolment_end": max(f.index_dates[-1] for f in fits.values())}
         followup = {"max_days": max(f.max_days for f in fits.values())}
-        per_site: dict[str, dict] = {site: {} for site in self.sites}
-        if len(self.sites) == 1:
+        per_site: dict[str, dict] = {site: {} for site in self.sites_}
+        if len(self.sites_) == 1:
             (fit,) = fits.values()
             calendar["index_dates"] = fit.index_table()
             followup["censoring"] = fit.censoring_table()
         else:
-            for site in self.sites:
+            for site in self.sites_:
                 per_site[site] = {"index_dates": fits[site].index_table(),
                                   "censoring": fits[site].censoring_table()}
         return calendar, followup, per_site
@@ -456,47 +416,47 @@ class MultiStateModel:
         scenario it made (an in-memory model's scenario must point to a file)."""
         if self._rows_dir is None:
             self._rows_dir = tempfile.TemporaryDirectory(prefix="trajectories-model-")
-            self.baseline_rows.write_parquet(Path(self._rows_dir.name) / ROWS_FILE)
+            self.baseline_rows_.write_parquet(Path(self._rows_dir.name) / ROWS_FILE)
         return Path(self._rows_dir.name) / ROWS_FILE
 
     def scenario_dict(self) -> dict[str, Any]:
         """The scenario as a plain dict (what the TOML file holds; ``[baseline] rows`` points to
         the model's own copy of the rows until :meth:`save`)."""
         self._require_fitted()
-        covariates, case_mix, notes = marginals(self.baseline_rows, self.specs, self.sites)
+        covariates, case_mix, notes = marginals(self.baseline_rows_, self.specs_, self.sites_)
         calendar, followup, site_censoring = self._calendar()
         transitions = []
-        site_ratios: dict[str, dict[str, float]] = {s: {} for s in self.sites}
-        for tr in self.transitions:
+        site_ratios: dict[str, dict[str, float]] = {s: {} for s in self.sites_}
+        for tr in self.transitions_:
             transitions.append({"from": tr.source, "to": tr.target, "clock": tr.clock,
                                 "hazard": tr.fit.hazard.model_dump(), "effects": tr.effects()})
             for site, (beta, _) in tr.site_log_hazard_ratios().items():
                 site_ratios[site][tr.key] = math.exp(beta)
-        shares = np.asarray(self.site_shares)
+        shares = np.asarray(self.site_shares_)
         shares[-1] = max(0.0, 1.0 - shares[:-1].sum())
         sites = [{"name": s, "share": float(p), "case_mix": case_mix[s],
                   "hazard_ratios": site_ratios[s], **site_censoring[s]}
-                 for s, p in zip(self.sites, shares, strict=True)]
-        initial: str | dict[str, float] = (next(iter(self.initial)) if len(self.initial) == 1
-                                           else dict(self.initial))
+                 for s, p in zip(self.sites_, shares, strict=True)]
+        initial: str | dict[str, float] = (next(iter(self.initial_)) if len(self.initial_) == 1
+                                           else dict(self.initial_))
         name = self.name or "fitted_" + "".join(
-            ch if ch.isalnum() or ch in "_-." else "_" for ch in self.reference["generator"])
-        resample = self.covariate_draw == "resample" and bool(self.specs)  # else nothing to draw
-        self.marginal_notes = [] if resample else notes
-        baseline = {"baseline": baseline_table(self._rows_file(), self.specs)} if resample else {}
-        copula = None if resample else copula_table(self.baseline_rows, self.specs)
+            ch if ch.isalnum() or ch in "_-." else "_" for ch in self.reference_["generator"])
+        resample = self.covariate_draw == "resample" and bool(self.specs_)  # else nothing to draw
+        self.marginal_notes_ = [] if resample else notes
+        baseline = {"baseline": baseline_table(self._rows_file(), self.specs_)} if resample else {}
+        copula = None if resample else copula_table(self.baseline_rows_, self.specs_)
         return {
             "name": name[:64],
-            "description": (f"Fitted by MultiStateModel to {self.reference['n_persons']} "
-                            f"persons (reference {self.reference['fingerprint'][:12]})"),
-            "states": self.states,
+            "description": (f"Fitted by MultiStateModel to {self.reference_['n_persons']} "
+                            f"persons (reference {self.reference_['fingerprint'][:12]})"),
+            "states": self.states_,
             "initial_state": initial,
             "transitions": transitions,
             "covariates": covariates,
             "calendar": calendar,
             "followup": followup,
             "sites": sites,
-            **self.processes.scenario_entries(),
+            **self.processes_.scenario_entries(),
             **baseline,
             **({"copula": copula} if copula else {}),
         }
@@ -519,93 +479,43 @@ class MultiStateModel:
     def transition(self, key: str) -> FittedTransition:
         """The fitted transition ``'a->b'``."""
         self._require_fitted()
-        for tr in self.transitions:
+        for tr in self.transitions_:
             if tr.key == key:
                 return tr
-        raise FitError(f"no transition {key!r}; fitted: {[t.key for t in self.transitions]}")
+        raise FitError(f"no transition {key!r}; fitted: {[t.key for t in self.transitions_]}")
 
     def summary(self) -> dict[str, Any]:
         """Everything estimated, with standard errors and the AIC of every candidate (JSON)."""
         self._require_fitted()
         return {
-            "reference": self.reference,
+            "reference": self.reference_,
             "options": {"families": self.families if isinstance(self.families, str)
                         else list(self.families) if not isinstance(self.families, Mapping)
                         else {k: v if isinstance(v, str) else list(v)
                               for k, v in self.families.items()},
                         "clock": self.clock, "covariate_draw": self.covariate_draw,
                         "site_effects": self.site_effects,
-                        "censoring": self.censoring_model},
-            "initial_state": self.initial,
-            "transitions": [tr.summary() for tr in self.transitions],
+                        "censoring": self.censoring},
+            "initial_state": self.initial_,
+            "transitions": [tr.summary() for tr in self.transitions_],
             "covariates": [{"name": s.name, "kind": s.kind, "center": s.center,
-                            "levels": list(s.levels)} for s in self.specs],
-            "sites": dict(zip(self.sites, self.site_shares, strict=True)),
-            "censoring": {s: {"model": self.censoring_model, **dataclasses.asdict(c)}
-                          for s, c in self.censoring.items()},
-            "notes": [*self.notes, *getattr(self, "marginal_notes", [])],
+                            "levels": list(s.levels)} for s in self.specs_],
+            "sites": dict(zip(self.sites_, self.site_shares_, strict=True)),
+            "censoring": {s: {"model": self.censoring, **dataclasses.asdict(c)}
+                          for s, c in self.censoring_.items()},
+            "notes": [*self.notes_, *getattr(self, "marginal_notes_", [])],
         }
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write ``scenario.toml`` (editable, simulate it with ``trajectories simulate``),
         ``fit.json`` (:meth:`summary`) and ``baseline.parquet`` (the baseline rows, which the
         scenario names by a relative path: the directory can be moved as a whole)."""
-        directory = Path(directory)
-        if directory.exists() and any(directory.iterdir()) and not overwrite:
-            raise FitError(f"{directory}: directory is not empty; choose another or pass "
-                           "overwrite=True")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = prepare_output_directory(directory, overwrite, owned=(), error=FitError)
         scenario = self.to_scenario()
         # The same bytes as the scenario's rows: same sha256, so the same content hash.
         shutil.copyfile(self._rows_file(), directory / ROWS_FILE)
         (directory / SCENARIO_FILE).write_text(scenario_toml(scenario, rows=ROWS_FILE),
                                                encoding="utf-8")
         (directory / FIT_FILE).write_text(
-            json.dumps(_jsonable(self.summary()), indent=2) + "\n", encoding="utf-8")
+            json.dumps(jsonable(self.summary()), indent=2) + "\n", encoding="utf-8")
         return directory
-
-
-def scenario_toml(scenario: Scenario, rows: str | None = None) -> str:
-    """The scenario as TOML text that :func:`trajectories.scenario.load_scenario` reads back;
-    ``rows`` replaces the ``[baseline] rows`` path (absolute in a loaded scenario)."""
-    import tomli_w
-
-    data = scenario.model_dump(mode="python", by_alias=True, exclude_none=True)
-    if rows is not None and "baseline" in data:
-        data["baseline"]["rows"] = rows
-    return tomli_w.dumps(_drop_empty(data))
-
-
-def write_scenario(scenario: Scenario, path: str | Path) -> Path:
-    """Write :func:`scenario_toml` to ``path``; baseline rows inside ``path``'s folder are
-    named relative to it (the folder stays relocatable), others by their absolute path."""
-    path = Path(path)
-    rows = None
-    if scenario.baseline is not None:
-        file = Path(scenario.baseline.rows)
-        folder = path.parent.resolve()
-        rows = file.relative_to(folder).as_posix() if file.is_relative_to(folder) else str(file)
-    path.write_text(scenario_toml(scenario, rows=rows), encoding="utf-8")
-    return path
-
-
-def _drop_empty(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_empty(v) for k, v in value.items() if v not in ({}, [], "")}
-    if isinstance(value, list):
-        return [_drop_empty(v) for v in value]
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value

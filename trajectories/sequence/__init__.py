@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import polars as pl
 import torch
 from pydantic import ValidationError
 
-from trajectories.cohort import Cohort, Manifest
+from trajectories.cohort import Cohort, Manifest, prepare_output_directory
 from trajectories.errors import TrajectoriesError
 from trajectories.sequence.model import EventSequenceNet, SequenceConfig
 from trajectories.sequence.sample import (
@@ -59,9 +60,20 @@ class SequenceModel:
 
     def __init__(self, config: SequenceConfig | dict | None = None, **overrides: Any):
         self.config = _config(config, overrides)
-        self.vocab: Vocabulary | None = None
-        self.net: EventSequenceNet | None = None
-        self.training: dict[str, Any] = {}
+        self.vocab_: Vocabulary | None = None
+        self.net_: EventSequenceNet | None = None
+        self.training_: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("vocab", "net", "training") and name + "_" in self.__dict__:
+            warnings.warn(f"SequenceModel.{name} is now {name}_ (learned state ends in '_')",
+                          DeprecationWarning, stacklevel=2)
+            return self.__dict__[name + "_"]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def simulate(self, n: int, seed: int = 0, **options: Any) -> Cohort:
+        """:meth:`sample` under the verb the Markov generators use."""
+        return self.sample(n, seed=seed, **options)
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -83,8 +95,8 @@ class SequenceModel:
             net = EventSequenceNet(config, vocab.size, len(vocab.states), vocab.n_bins)
             net = net.to(device)
             history = train_network(net, train, validation, vocab, config, device)
-        self.vocab, self.net = vocab, net
-        self.training = {
+        self.vocab_, self.net_ = vocab, net
+        self.training_ = {
             "fingerprint": cohort.fingerprint(),
             "generator": cohort.manifest.generator,
             "scenario_name": cohort.manifest.scenario_name,
@@ -99,9 +111,9 @@ class SequenceModel:
         return self
 
     def _fitted(self) -> tuple[EventSequenceNet, Vocabulary]:
-        if self.net is None or self.vocab is None:
+        if self.net_ is None or self.vocab_ is None:
             raise TrajectoriesError("the sequence model is not trained: call fit() or load()")
-        return self.net, self.vocab
+        return self.net_, self.vocab_
 
     # -- sampling --------------------------------------------------------------------------------
 
@@ -116,7 +128,7 @@ class SequenceModel:
         device = next(net.parameters()).device
         tables = _Tables.of(vocab, device)
         max_events = self.config.max_events or 2 * vocab.max_events
-        size = self.config.sample_batch_size
+        size = self.config.batch_size
         persons, events = [], []
         net.eval()
         with torch.inference_mode():
@@ -130,12 +142,12 @@ class SequenceModel:
                 events.append(events_frame(vocab, drawn, start))
         manifest = Manifest.new(
             self.generator_name, int(n), seed=int(seed),
-            reference_fingerprint=self.training.get("fingerprint"),
+            reference_fingerprint=self.training_.get("fingerprint"),
             checkpoint_hash=self.checkpoint_hash(),
             conditions=dict(conditions or {}),
             architecture=self.config.architecture,
             events_cap=max_events,
-            trained_on={k: self.training.get(k) for k in ("generator", "scenario_name",
+            trained_on={k: self.training_.get(k) for k in ("generator", "scenario_name",
                                                           "persons")},
             concepts=vocab.concepts,
         )
@@ -165,16 +177,11 @@ class SequenceModel:
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write weights.pt (state dict), config.json and vocabulary.json into ``directory``."""
         net, vocab = self._fitted()
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise TrajectoriesError(f"{directory}: exists and is not a directory")
-        if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-            raise TrajectoriesError(f"{directory}: directory is not empty; choose another or "
-                                    "pass overwrite=True (--overwrite)")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = prepare_output_directory(directory, overwrite, owned=(),
+                                             error=TrajectoriesError)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         torch.save(state, directory / WEIGHTS_FILE)
-        config = {"config": self.config.model_dump(), "training": self.training,
+        config = {"config": self.config.model_dump(), "training": self.training_,
                   "checkpoint_hash": self.checkpoint_hash()}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n",
                                              encoding="utf-8")
@@ -198,7 +205,7 @@ class SequenceModel:
                                     ) from None
         overrides = {"device": device} if device is not None else {}
         model = cls(saved.get("config"), **overrides)
-        model.vocab, model.training = vocab, saved.get("training", {})
+        model.vocab_, model.training_ = vocab, saved.get("training", {})
         target = resolve_device(model.config.device)
         try:
             state = torch.load(paths[0], map_location=target, weights_only=True)
@@ -206,5 +213,5 @@ class SequenceModel:
             net.load_state_dict(state)
         except Exception as error:  # torch raises many kinds for a bad file
             raise TrajectoriesError(f"{paths[0]}: cannot load the weights: {error}") from None
-        model.net = net.to(target).eval()
+        model.net_ = net.to(target).eval()
         return model

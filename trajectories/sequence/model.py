@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from trajectories.sequence.tokenizer import FEATURES
@@ -31,7 +31,7 @@ LOG_SIGMA_RANGE = (-6.0, 3.0)
 class SequenceConfig(BaseModel):
     """Hyperparameters of the network, its training and its sampler (saved with the model)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     architecture: Literal["transformer", "gru"] = "transformer"
     d_model: int = Field(64, ge=8, le=2048)
@@ -52,7 +52,8 @@ class SequenceConfig(BaseModel):
     seed: int = Field(0, ge=0)
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto'")
     mixed_precision: bool = Field(True, description="bfloat16 autocast on CUDA (not on CPU)")
-    sample_batch_size: int = Field(10000, ge=1, description="persons sampled together")
+    batch_size: int = Field(10000, ge=1, description="persons sampled together",
+                            validation_alias=AliasChoices("batch_size", "sample_batch_size"))
     max_events: int | None = Field(
         None, ge=1, description="events cap per sampled person (default: twice training's)")
 

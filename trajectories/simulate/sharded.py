@@ -1,27 +1,19 @@
 """Sharded simulation: one Parquet file per block, written by any executor, resumable.
 
-Layout of a partitioned cohort directory::
-
-    persons/part-00000.parquet ...   one file per block of persons
-    events/part-00000.parquet ...    the events of the same persons
-    manifest.json                    written last: the run's settings and every block's file
-
-A block's files depend only on (scenario, n, seed, block size, block), never on the worker or
-executor that wrote them, so any number of workers gives the same files. Each file is written
-under a temporary name and renamed when complete (``os.replace``): a killed run leaves only
-complete part files and ``run.json`` (the settings of the unfinished run), and running it again
-with the same settings redoes the missing blocks only.
+The directory layout and its reading live in the data model (:mod:`trajectories.cohort.files`,
+:mod:`trajectories.cohort.partitioned`); this module writes it. A block's files depend only on
+(scenario, n, seed, block size, block), never on the worker or executor that wrote them, so any
+number of workers gives the same files. Each file is written under a temporary name and renamed
+when complete (``os.replace``): a killed run leaves only complete part files and ``run.json``
+(the settings of the unfinished run), and running it again with the same settings redoes the
+missing blocks only.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import shutil
-import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,49 +22,39 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trajectories.cohort import (
+from trajectories._version import __version__
+from trajectories.cohort.files import (
+    EVENTS_DIR,
     EVENTS_FILE,
+    LAYOUT,
     MANIFEST_FILE,
     PARQUET_OPTIONS,
+    PERSONS_DIR,
     PERSONS_FILE,
-    Cohort,
-    Manifest,
-    validate_tables,
-    write_manifest,
+    RUN_FILE,
+    RUN_KEYS,
+    TMP_SUFFIX,
+    file_sha256,
+    is_partitioned,
+    part_name,
+    publish,
+    recorded_settings,
+    write_manifest_atomically,
+    write_text_atomically,
+    written_blocks,
 )
-from trajectories.errors import CohortSchemaError, TrajectoriesError
-from trajectories.parallel import run_blocks
+from trajectories.cohort.partitioned import PartitionedCohort, read_partitioned
+from trajectories.cohort.schema import validate_tables
+from trajectories.errors import CohortSchemaError, ShardedRunError
+from trajectories.parallel import Parallel, parallel_from, run_blocks
 from trajectories.scenario import scenario_from_dict
 from trajectories.simulate.blocks import block_count
 from trajectories.simulate.simulator import MarkovSimulator
 
-PERSONS_DIR, EVENTS_DIR = "persons", "events"
-RUN_FILE = "run.json"
-"""Settings of a run in progress; removed once ``manifest.json`` is in place."""
-LAYOUT = "partitioned"
-TMP_SUFFIX = ".tmp"
-RUN_KEYS = ("generator", "package_version", "scenario_name", "scenario_hash", "n", "seed",
-            "block_size", "n_blocks")
-"""What must match for a directory's blocks to be reused by a new run."""
-
-
-class ShardedRunError(TrajectoriesError):
-    """A partitioned cohort directory cannot be written, resumed or read as asked."""
-
-
-# -- naming ---------------------------------------------------------------------------------------
-
-
-def part_name(block: int, n_blocks: int) -> str:
-    """File name of ``block``: zero-padded so that names sort in block order."""
-    width = max(5, len(str(max(n_blocks - 1, 0))))
-    return f"part-{block:0{width}d}.parquet"
-
-
-def is_partitioned(directory: str | Path) -> bool:
-    """Whether ``directory`` looks like a partitioned cohort (finished or not)."""
-    directory = Path(directory)
-    return (directory / PERSONS_DIR).is_dir() and (directory / EVENTS_DIR).is_dir()
+__all__ = [  # the reading side is re-exported from the data model, its home
+    "BlockJob", "BlockResult", "PartitionedCohort", "ShardedRunError", "is_partitioned",
+    "part_name", "read_partitioned", "simulate_sharded", "write_block",
+]
 
 
 # -- one block, on a worker -----------------------------------------------------------------------
@@ -134,7 +116,7 @@ def write_block(job: BlockJob) -> BlockResult:
             raise CohortSchemaError(f"block {job.block}: {error}") from None
     directory, name = Path(job.directory), part_name(job.block, job.n_blocks)
     digests = [
-        _publish(_parquet_bytes(frame), directory / folder / name)
+        publish(_parquet_bytes(frame), directory / folder / name)
         for frame, folder in ((persons, PERSONS_DIR), (events, EVENTS_DIR))
     ]
     return BlockResult(job.block, f"{PERSONS_DIR}/{name}", f"{EVENTS_DIR}/{name}",
@@ -147,33 +129,12 @@ def _parquet_bytes(frame: pl.DataFrame) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _publish(data: pa.Buffer | bytes, path: Path) -> str:
-    """Write ``data`` to a temporary name beside ``path``, flush it to disk, rename; its SHA-256.
-    """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return hashlib.sha256(memoryview(data)).hexdigest()
-
-
 def _describe_existing(directory: Path, block: int, n_blocks: int) -> BlockResult:
     """The manifest entry of a block an earlier (interrupted) run already wrote."""
     name = part_name(block, n_blocks)
     files = [directory / PERSONS_DIR / name, directory / EVENTS_DIR / name]
-    rows, digests = [], []
-    for path in files:
-        rows.append(pq.read_metadata(path).num_rows)
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda h=handle: h.read(1 << 24), b""):
-                digest.update(chunk)
-        digests.append(digest.hexdigest())
+    rows = [pq.read_metadata(path).num_rows for path in files]
+    digests = [file_sha256(path) for path in files]
     return BlockResult(block, f"{PERSONS_DIR}/{name}", f"{EVENTS_DIR}/{name}", *rows, *digests)
 
 
@@ -186,11 +147,12 @@ def simulate_sharded(
     n: int | None = None,
     seed: int = 0,
     *,
-    executor: str = "local",
-    workers: int | str = 1,
-    scheduler: str | None = None,
+    parallel: Parallel | None = None,
     overwrite: bool = False,
     check: bool = True,
+    executor: str | None = None,
+    workers: int | str | None = None,
+    scheduler: str | None = None,
 ) -> Path:
     """Simulate into a partitioned cohort directory, one file per block; resumes a killed run.
 
@@ -198,10 +160,12 @@ def simulate_sharded(
     size, package version) is completed: only its missing blocks are simulated; a finished one
     is left as it is. Other settings are refused unless ``overwrite`` (which deletes the
     earlier run's files). Blocks
-    are spread over ``workers`` with ``executor`` (see :func:`trajectories.parallel.run_blocks`;
-    on a remote Dask cluster ``directory`` must be storage every worker can write). ``check``
+    run where ``parallel`` says (:class:`trajectories.parallel.Parallel`; on a remote Dask
+    cluster ``directory`` must be storage every worker can write; ``executor``/``workers``/
+    ``scheduler``: the old separate arguments, for one release). ``check``
     validates each block against the data model before writing it. Returns the directory.
     """
+    parallel = parallel_from(parallel, executor, workers, scheduler)
     n = simulator.resolve_n(n, seed)
     settings = _settings(simulator, n, seed)
     directory = Path(directory)
@@ -209,7 +173,7 @@ def simulate_sharded(
         return directory
     _prepare(directory, settings, overwrite)
     n_blocks = settings["n_blocks"]
-    done = set(_written_blocks(directory, n_blocks))
+    done = set(written_blocks(directory, n_blocks))
     scenario = simulator.scenario
     # Key order matters to the simulator (the order effects are summed in), so keep it.
     scenario_json = json.dumps(scenario.model_dump(mode="json", by_alias=True))
@@ -219,7 +183,7 @@ def simulate_sharded(
         for block in range(n_blocks)
         if block not in done
     ]
-    results = {r.block: r for r in run_blocks(write_block, jobs, executor, workers, scheduler,
+    results = {r.block: r for r in run_blocks(write_block, jobs, parallel,
                                               description="simulating blocks",
                                               count=lambda r: r.n_persons)}
     results.update({b: _describe_existing(directory, b, n_blocks) for b in done})
@@ -228,14 +192,12 @@ def simulate_sharded(
         n, seed, n_events=sum(b["n_events"] for b in blocks), layout=LAYOUT,
         n_blocks=n_blocks, blocks=blocks,
     )
-    _write_manifest_atomically(manifest, directory)
+    write_manifest_atomically(manifest, directory)
     (directory / RUN_FILE).unlink(missing_ok=True)
     return directory
 
 
 def _settings(simulator: MarkovSimulator, n: int, seed: int) -> dict[str, Any]:
-    from trajectories import __version__
-
     return {
         "generator": simulator.generator_name,
         "package_version": __version__,
@@ -248,33 +210,13 @@ def _settings(simulator: MarkovSimulator, n: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _recorded_settings(directory: Path) -> dict[str, Any] | None:
-    """Settings of the run that wrote ``directory`` (from run.json or manifest.json), if any."""
-    run_file, manifest_file = directory / RUN_FILE, directory / MANIFEST_FILE
-    for path in (run_file, manifest_file):
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ShardedRunError(
-                f"{path}: unreadable ({error}); pass overwrite=True (--overwrite) to start again"
-            ) from None
-        if path == manifest_file:
-            if data.get("layout") != LAYOUT:
-                return {"layout": "single-file cohort"}
-            data = {**data, "n": data.get("n_persons")}
-        return {key: data.get(key) for key in RUN_KEYS}
-    return None
-
-
 def _finished(directory: Path, settings: dict[str, Any]) -> bool:
     """Whether ``directory`` already holds the finished run of ``settings``, every file there."""
     if not (directory / MANIFEST_FILE).is_file() or (directory / RUN_FILE).exists():
         return False
-    if _recorded_settings(directory) != settings:
+    if recorded_settings(directory) != settings:
         return False
-    return len(list(_written_blocks(directory, settings["n_blocks"]))) == settings["n_blocks"]
+    return len(list(written_blocks(directory, settings["n_blocks"]))) == settings["n_blocks"]
 
 
 def _prepare(directory: Path, settings: dict[str, Any], overwrite: bool) -> None:
@@ -282,7 +224,7 @@ def _prepare(directory: Path, settings: dict[str, Any], overwrite: bool) -> None
     if directory.exists() and not directory.is_dir():
         raise ShardedRunError(f"{directory}: exists and is not a directory")
     if directory.is_dir() and any(directory.iterdir()):
-        recorded = None if overwrite else _recorded_settings(directory)
+        recorded = None if overwrite else recorded_settings(directory)
         if overwrite:
             _clear(directory)
         elif recorded is None:
@@ -303,7 +245,7 @@ def _prepare(directory: Path, settings: dict[str, Any], overwrite: bool) -> None
             )
     # From here on the directory is an unfinished run until the manifest is written again.
     directory.mkdir(parents=True, exist_ok=True)
-    _write_text_atomically(directory / RUN_FILE, json.dumps(settings, indent=2, sort_keys=True))
+    write_text_atomically(directory / RUN_FILE, json.dumps(settings, indent=2, sort_keys=True))
     (directory / MANIFEST_FILE).unlink(missing_ok=True)
     _remove_temporaries(directory)
     for folder in (PERSONS_DIR, EVENTS_DIR):
@@ -334,125 +276,3 @@ def _clear(directory: Path) -> None:
             path.rmdir()
     for name in (MANIFEST_FILE, RUN_FILE, PERSONS_FILE, EVENTS_FILE):
         (directory / name).unlink(missing_ok=True)
-
-
-def _written_blocks(directory: Path, n_blocks: int) -> Iterator[int]:
-    """Blocks whose persons and events files are both in place (renamed, hence complete)."""
-    persons = {p.name for p in (directory / PERSONS_DIR).glob("part-*.parquet")}
-    events = {p.name for p in (directory / EVENTS_DIR).glob("part-*.parquet")}
-    for block in range(n_blocks):
-        name = part_name(block, n_blocks)
-        if name in persons and name in events:
-            yield block
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        temporary.write_text(text + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _write_manifest_atomically(manifest: Manifest, directory: Path) -> None:
-    """:func:`~trajectories.cohort.write_manifest` into a scratch folder, then one rename."""
-    scratch = directory / f".manifest-{uuid.uuid4().hex}{TMP_SUFFIX}"
-    scratch.mkdir()
-    try:
-        write_manifest(manifest, scratch)
-        os.replace(scratch / MANIFEST_FILE, directory / MANIFEST_FILE)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-# -- reading --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PartitionedCohort:
-    """A finished partitioned cohort on disk: lazy scans, single blocks, or all of it."""
-
-    directory: Path
-    manifest: Manifest
-
-    @property
-    def blocks(self) -> list[dict[str, Any]]:
-        return list(self.manifest.model_extra.get("blocks", []))
-
-    @property
-    def n_persons(self) -> int:
-        return self.manifest.n_persons
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self.blocks)
-
-    def files(self, table: str) -> list[Path]:
-        """The part files of ``table`` ("persons" or "events"), in block order."""
-        return [self.directory / b[f"{table}_file"] for b in self.blocks]
-
-    def persons(self) -> pl.LazyFrame:
-        """All persons as a lazy scan (nothing is read until collected)."""
-        return pl.scan_parquet(self.files(PERSONS_DIR))
-
-    def events(self) -> pl.LazyFrame:
-        """All events as a lazy scan, grouped by person and in time order within a person."""
-        return pl.scan_parquet(self.files(EVENTS_DIR))
-
-    def block(self, index: int, check: bool = False) -> Cohort:
-        """Block ``index`` alone as an in-memory Cohort (whole persons: a block never splits
-        a person's events); ``check`` validates it against the data model."""
-        entry = self.blocks[index]
-        persons = pl.read_parquet(self.directory / entry["persons_file"])
-        events = pl.read_parquet(self.directory / entry["events_file"])
-        manifest = self.manifest.model_copy(update={"n_persons": persons.height})
-        try:
-            return Cohort(persons, events, manifest, check=check)
-        except CohortSchemaError as error:
-            raise CohortSchemaError(f"{self.directory} block {index}: {error}") from None
-
-    def collect(self, check: bool = True) -> Cohort:
-        """The whole cohort in memory (only for cohorts that fit); the manifest keeps the run's
-        provenance but not the block listing, which no longer applies."""
-        manifest = Manifest.model_validate({
-            k: v for k, v in self.manifest.model_dump().items()
-            if k not in ("layout", "blocks", "n_blocks")
-        })
-        try:
-            return Cohort(self.persons().collect(), self.events().collect(), manifest,
-                          check=check)
-        except CohortSchemaError as error:
-            raise CohortSchemaError(f"{self.directory}: {error}") from None
-
-
-def read_partitioned(directory: str | Path) -> PartitionedCohort:
-    """Open a finished partitioned cohort; an unfinished run is refused with what is missing."""
-    directory = Path(directory)
-    manifest_path = directory / MANIFEST_FILE
-    if not manifest_path.is_file():
-        if (directory / RUN_FILE).is_file():
-            settings = _recorded_settings(directory) or {}
-            total = settings.get("n_blocks") or 0
-            written = len(list(_written_blocks(directory, total)))
-            raise ShardedRunError(
-                f"{directory}: unfinished sharded run ({written} of {total} blocks written); "
-                "run the same simulate command again to finish it"
-            )
-        raise ShardedRunError(f"{directory}: not a cohort directory, {MANIFEST_FILE} missing")
-    try:
-        manifest = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ShardedRunError(f"{manifest_path}: invalid manifest: {error}") from None
-    if (manifest.model_extra or {}).get("layout") != LAYOUT:
-        raise ShardedRunError(f"{directory}: not a partitioned cohort (no layout "
-                              f"'{LAYOUT}' in {MANIFEST_FILE}); read it with Cohort.read")
-    dataset = PartitionedCohort(directory, manifest)
-    missing = [str(p) for table in (PERSONS_DIR, EVENTS_DIR) for p in dataset.files(table)
-               if not p.is_file()]
-    if missing:
-        raise ShardedRunError(
-            f"{directory}: {len(missing)} part file(s) listed in {MANIFEST_FILE} are missing, "
-            f"e.g. {missing[0]}; run the same simulate command again to rewrite them"
-        )
-    return dataset

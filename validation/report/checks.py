@@ -122,6 +122,12 @@ class Report:
                         encoding="utf-8")
         return path
 
+    def write_html(self, path: str | Path, title: str | None = None) -> Path:
+        """Write ``report.html``, self-contained (:func:`validation.report.html.write_html`)."""
+        from validation.report.html import write_html
+
+        return write_html(self, path, title)
+
 
 def _finite(value: Any) -> Any:
     """JSON has no NaN or infinity: write them as null."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from validation.report.checks import Check, Report
+if TYPE_CHECKING:  # annotations only: Report.write_html imports this module
+    from validation.report.checks import Check, Report
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;

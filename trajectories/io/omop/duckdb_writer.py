@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from trajectories import progress
-from trajectories.cohort_blocks import CohortSource, cohort_blocks
+from trajectories.cohort.blocks import CohortSource, cohort_blocks
 from trajectories.io.omop.spec import EXPORT_TABLES, OmopError, ddl
 from trajectories.io.omop.tables import omop_blocks
 
@@ -69,7 +69,7 @@ def write_duckdb(
     source: CohortSource,
     path: str | Path,
     *,
-    block_size: int = 50_000,
+    batch_size: int = 50_000,
     overwrite: bool = False,
     float_type: str = "DOUBLE",
 ) -> dict[str, int]:
@@ -85,13 +85,13 @@ def write_duckdb(
     blocks = cohort_blocks(source)
     partial = _prepare(path, overwrite)
     counts = dict.fromkeys(EXPORT_TABLES, 0)
-    total = 1 + math.ceil(blocks.n_persons / max(block_size, 1))
+    total = 1 + math.ceil(blocks.n_persons / max(batch_size, 1))
     groups = _RowGroups()
     try:
         with duckdb.connect(str(partial)) as con:
             con.execute(ddl(float_type=float_type))
             for block in progress.track(
-                omop_blocks(blocks, block_size), total=total, description="OMOP -> DuckDB"
+                omop_blocks(blocks, batch_size), total=total, description="OMOP -> DuckDB"
             ):
                 for table, frame in block.items():
                     if frame.height:

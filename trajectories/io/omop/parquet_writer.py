@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from trajectories import progress
 from trajectories.cohort import prepare_output_directory
-from trajectories.cohort_blocks import CohortSource, cohort_blocks
+from trajectories.cohort.blocks import CohortSource, cohort_blocks
 from trajectories.io.omop.spec import EXPORT_TABLES, OmopError, arrow_schema
 from trajectories.io.omop.tables import omop_blocks
 
@@ -35,7 +35,7 @@ def write_parquet(
     source: CohortSource,
     directory: str | Path,
     *,
-    block_size: int = 50_000,
+    batch_size: int = 50_000,
     overwrite: bool = False,
     compression: str = "zstd",
 ) -> dict[str, int]:
@@ -47,14 +47,14 @@ def write_parquet(
     schemas = {table: arrow_schema(table) for table in EXPORT_TABLES}
     writers: dict[str, pq.ParquetWriter] = {}
     counts = dict.fromkeys(EXPORT_TABLES, 0)
-    total = 1 + math.ceil(blocks.n_persons / max(block_size, 1))
+    total = 1 + math.ceil(blocks.n_persons / max(batch_size, 1))
     try:
         for table in EXPORT_TABLES:
             writers[table] = pq.ParquetWriter(
                 parquet_path(directory, table), schemas[table], compression=compression
             )
         for block in progress.track(
-            omop_blocks(blocks, block_size), total=total, description="OMOP -> Parquet"
+            omop_blocks(blocks, batch_size), total=total, description="OMOP -> Parquet"
         ):
             for table, frame in block.items():
                 if frame.height:

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from trajectories import progress
-from trajectories.cohort_blocks import CohortSource, cohort_blocks
+from trajectories.cohort.blocks import CohortSource, cohort_blocks
 from trajectories.io.omop.postgres import (
     check_schema,
     check_url,
@@ -103,7 +103,7 @@ def write_postgres(
     url: str,
     schema: str,
     *,
-    block_size: int = 50_000,
+    batch_size: int = 50_000,
     overwrite: bool = False,
 ) -> dict[str, int]:
     """Export a cohort (in memory, or a cohort directory streamed block by block) to the CDM
@@ -116,7 +116,7 @@ def write_postgres(
     url, schema = check_url(url), check_schema(schema)
     counts = dict.fromkeys(EXPORT_TABLES, 0)
     blocks = cohort_blocks(source)
-    total = 1 + math.ceil(blocks.n_persons / max(block_size, 1))
+    total = 1 + math.ceil(blocks.n_persons / max(batch_size, 1))
     table = None
     with connect(url) as con:
         try:
@@ -125,7 +125,7 @@ def write_postgres(
                 for table in EXPORT_TABLES:
                     con.execute(create_table(schema, table))
                 for block in progress.track(
-                    omop_blocks(blocks, block_size), total=total,
+                    omop_blocks(blocks, batch_size), total=total,
                     description="OMOP -> PostgreSQL",
                 ):
                     for table, frame in block.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from trajectories.errors import TrajectoriesError
+from trajectories.errors import OmopError
 
 SPEC_FILE = "OMOP_CDMv5.4_Field_Level.csv"
 
@@ -36,11 +36,6 @@ EXPORT_TABLES = (
     "cdm_source",
 )
 """The CDM tables the exporter writes (all of them, empty ones included), in DDL order."""
-
-
-class OmopError(TrajectoriesError):
-    """An OMOP export or check cannot proceed: a cohort the CDM cannot hold, a refused output
-    path, an unreadable database or specification file."""
 
 
 @dataclass(frozen=True)
@@ -240,3 +235,49 @@ def ddl(
     """The DDL for ``tables`` (no primary-key or foreign-key constraints, as upstream's
     separate constraint scripts; the conformance checks test keys instead)."""
     return "\n\n".join(create_table_sql(t, schema, float_type) for t in tables) + "\n"
+
+
+# -- conforming frames to the specification ----------------------------------------------------
+
+def _needs_cut(frame: pl.DataFrame, name: str, length: int) -> bool:
+    """Whether a text column may hold values over ``length`` characters (bytes bound chars:
+    a column whose longest value has at most ``length`` bytes is left as it is)."""
+    if frame.schema[name] != pl.String:
+        return True
+    longest = frame.get_column(name).str.len_bytes().max()
+    return longest is not None and longest > length
+
+
+def conform(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """``frame`` with exactly the spec's columns of ``table`` in DDL order and types.
+
+    Missing columns become typed nulls; text longer than ``varchar(N)`` is cut to N characters;
+    an integer outside the 32-bit range of the DDL raises :class:`OmopError`.
+    """
+    if not frame.columns:
+        return pl.DataFrame(schema={f.name: polars_dtype(f) for f in cdm_spec()[table]})
+    columns = []
+    for field in cdm_spec()[table]:
+        dtype = polars_dtype(field)
+        if field.name not in frame.columns:
+            columns.append(pl.lit(None, dtype=dtype).alias(field.name))
+            continue
+        column = pl.col(field.name)
+        if frame.schema[field.name] != dtype:
+            column = column.cast(dtype, strict=False)
+        length = field.varchar_length
+        if length is not None and _needs_cut(frame, field.name, length):
+            column = column.str.slice(0, length)
+        columns.append(column)
+    out = frame.select(columns)
+    for field in cdm_spec()[table]:
+        if field.name in frame.columns and field.datatype == "integer":
+            lost = out.get_column(field.name).null_count() - frame.get_column(
+                field.name
+            ).null_count()
+            if lost:
+                raise OmopError(
+                    f"{table}.{field.name}: {lost} value(s) outside the 32-bit integer range "
+                    "of the OMOP DDL"
+                )
+    return out

@@ -11,61 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from trajectories.cohort import Manifest, same_person_as_previous
-from trajectories.cohort_blocks import CohortBlocks, CohortSource, built_ahead, cohort_blocks
-from trajectories.io.omop.spec import EXPORT_TABLES, OmopError, cdm_spec, polars_dtype
+from trajectories._version import __version__
+from trajectories.cohort import MICROSECONDS_PER_DAY, Manifest, same_person_as_previous
+from trajectories.cohort.blocks import CohortBlocks, CohortSource, built_ahead, cohort_blocks
+from trajectories.io.omop.concepts import DOMAIN_TABLES, EHR, GENDER_CONCEPTS, concept_table
+from trajectories.io.omop.spec import EXPORT_TABLES, OmopError, conform
+from trajectories.io.omop.visits import link_visits
 
-EHR = 32817
-"""Type concept 'EHR': the default provenance of every record."""
-GENDER_CONCEPTS = {"M": 8507, "F": 8532}
 CDM_VERSION_CONCEPT = 756265
 """'OMOP CDM Version 5.4.0' (cdm_source.cdm_version_concept_id)."""
-VISIT_CONCEPTS = {
-    "inpatient": 9201,
-    "ip": 9201,
-    "hospitalisation": 9201,
-    "hospitalization": 9201,
-    "outpatient": 9202,
-    "op": 9202,
-    "ambulatory": 9202,
-    "clinic": 9202,
-    "emergency": 9203,
-    "emergency_room": 9203,
-    "er": 9203,
-    "ed": 9203,
-    "er_inpatient": 262,
-    "home": 581476,
-    "telehealth": 5083,
-    "laboratory": 32036,
-    "lab": 32036,
-    "pharmacy": 581458,
-}
-"""Visit concept by visit type name, used when the scenario maps a visit to concept 0."""
-NAMESPACE_DOMAINS = {
-    "state": "condition",
-    "condition": "condition",
-    "visit": "visit",
-    "measurement": "measurement",
-    "drug": "drug",
-    "procedure": "procedure",
-    "observation": "observation",
-    "death": "death",
-}
-"""Default domain of an event code by its namespace; any other namespace -> observation."""
-DOMAIN_TABLES = {
-    "condition": "condition_occurrence",
-    "observation": "observation",
-    "procedure": "procedure_occurrence",
-    "measurement": "measurement",
-    "drug": "drug_exposure",
-    "visit": "visit_occurrence",
-    "death": "death",
-}
 EVENT_TABLES = (
     "visit_occurrence",
     "condition_occurrence",
@@ -76,106 +34,6 @@ EVENT_TABLES = (
 )
 """Tables with a running id per event row (death has no id)."""
 INT32_MAX = 2**31 - 1
-MICROSECONDS_PER_DAY = 86_400_000_000
-
-CONCEPT_SCHEMA = {
-    "code": pl.String(),
-    "domain": pl.String(),
-    "concept_id": pl.Int64(),
-    "source_value": pl.String(),
-    "unit_concept_id": pl.Int64(),
-    "unit_source_value": pl.String(),
-    "type_concept_id": pl.Int64(),
-}
-
-
-# -- concepts ---------------------------------------------------------------------------------
-
-def concept_table(codes: list[str], concepts: dict[str, Any] | None) -> pl.DataFrame:
-    """One row per event code: domain, concept and source value, units, type concept.
-
-    ``concepts`` is the manifest's ``concepts`` entry (code -> mapping); codes it lacks, or a
-    cohort without one, default by namespace with concept 0 and the code's name as source value.
-    Visits mapped to concept 0 get the standard visit concept of their type name if known.
-    """
-    concepts = concepts or {}
-    rows = []
-    for code in sorted(set(codes)):  # distinct codes: a handful, not rows
-        namespace, _, name = code.partition(":")
-        mapping = concepts.get(code) or {}
-        if not isinstance(mapping, dict):
-            raise OmopError(f"manifest concepts[{code!r}]: expected a table, got {mapping!r}")
-        domain = mapping.get("domain") or NAMESPACE_DOMAINS.get(namespace, "observation")
-        if domain not in DOMAIN_TABLES:
-            raise OmopError(
-                f"manifest concepts[{code!r}].domain: {domain!r} is not one of "
-                f"{sorted(DOMAIN_TABLES)}"
-            )
-        concept_id = int(mapping.get("concept_id") or 0)
-        if domain == "visit" and concept_id == 0:
-            concept_id = VISIT_CONCEPTS.get(name.lower().replace("-", "_").replace(" ", "_"), 0)
-        unit_source = mapping.get("unit_source_value")
-        unit_concept = mapping.get("unit_concept_id")
-        if unit_concept is None and unit_source is not None:
-            unit_concept = 0  # a unit is known but not mapped
-        rows.append(
-            {
-                "code": code,
-                "domain": domain,
-                "concept_id": concept_id,
-                "source_value": mapping.get("source_value") or name or code,
-                "unit_concept_id": unit_concept,
-                "unit_source_value": unit_source,
-                "type_concept_id": int(mapping.get("type_concept_id") or EHR),
-            }
-        )
-    return pl.DataFrame(rows, schema=CONCEPT_SCHEMA)
-
-
-# -- conforming to the specification -----------------------------------------------------------
-
-def _needs_cut(frame: pl.DataFrame, name: str, length: int) -> bool:
-    """Whether a text column may hold values over ``length`` characters (bytes bound chars:
-    a column whose longest value has at most ``length`` bytes is left as it is)."""
-    if frame.schema[name] != pl.String:
-        return True
-    longest = frame.get_column(name).str.len_bytes().max()
-    return longest is not None and longest > length
-
-
-def conform(frame: pl.DataFrame, table: str) -> pl.DataFrame:
-    """``frame`` with exactly the spec's columns of ``table`` in DDL order and types.
-
-    Missing columns become typed nulls; text longer than ``varchar(N)`` is cut to N characters;
-    an integer outside the 32-bit range of the DDL raises :class:`OmopError`.
-    """
-    if not frame.columns:
-        return pl.DataFrame(schema={f.name: polars_dtype(f) for f in cdm_spec()[table]})
-    columns = []
-    for field in cdm_spec()[table]:
-        dtype = polars_dtype(field)
-        if field.name not in frame.columns:
-            columns.append(pl.lit(None, dtype=dtype).alias(field.name))
-            continue
-        column = pl.col(field.name)
-        if frame.schema[field.name] != dtype:
-            column = column.cast(dtype, strict=False)
-        length = field.varchar_length
-        if length is not None and _needs_cut(frame, field.name, length):
-            column = column.str.slice(0, length)
-        columns.append(column)
-    out = frame.select(columns)
-    for field in cdm_spec()[table]:
-        if field.name in frame.columns and field.datatype == "integer":
-            lost = out.get_column(field.name).null_count() - frame.get_column(
-                field.name
-            ).null_count()
-            if lost:
-                raise OmopError(
-                    f"{table}.{field.name}: {lost} value(s) outside the 32-bit integer range "
-                    "of the OMOP DDL"
-                )
-    return out
 
 
 # -- person-level building blocks -----------------------------------------------------------
@@ -314,70 +172,6 @@ def _route(events: pl.DataFrame, persons: pl.DataFrame, concepts: pl.DataFrame) 
     )
 
 
-def _running_max(segment: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Running maximum of ``values`` that restarts where ``segment`` changes (each segment's
-    rows consecutive): a doubling scan, one vectorised step per power of two up to the
-    longest segment."""
-    out = values.copy()
-    step = 1
-    while step < out.size:
-        same = segment[step:] == segment[:-step]
-        if not same.any():
-            break
-        out[step:] = np.maximum(out[step:], np.where(same, out[:-step], -np.inf))
-        step *= 2
-    return out
-
-
-def _last_at_or_before(
-    segment: np.ndarray, keys: np.ndarray, query_segment: np.ndarray, query_keys: np.ndarray
-) -> np.ndarray:
-    """For each query, the index of the last row of its segment whose key is <= the query's
-    key, or -1 (rows sorted by segment, then key).
-
-    One binary search per query on (segment, key) pairs packed as complex numbers, which
-    numpy orders by real part, then imaginary part: exact for integer segments below 2**53.
-    """
-    def pack(segments: np.ndarray, values: np.ndarray) -> np.ndarray:
-        packed = np.empty(segments.size, dtype=np.complex128)
-        packed.real, packed.imag = segments, values
-        return packed
-
-    found = np.searchsorted(pack(segment, keys), pack(query_segment, query_keys),
-                            side="right") - 1
-    same = segment[np.maximum(found, 0)] == query_segment
-    return np.where((found >= 0) & same, found, -1)
-
-
-def _link_visits(others: pl.DataFrame, visits: pl.DataFrame, first_id: int) -> pl.Series:
-    """visit_occurrence_id of the visit of the same person covering each event's time
-    (visits numbered from ``first_id`` in row order).
-
-    Among covering visits the one that started last wins; if it does not cover, the visit
-    ending last among those already started is the only candidate. Both frames are in
-    (person, time) order: a running maximum and one vectorised binary search, no loops.
-    """
-    if visits.height == 0 or others.height == 0:
-        return pl.Series("visit_occurrence_id", [None] * others.height, dtype=pl.Int64)
-    person = visits.get_column("_person").to_numpy()
-    start = visits.get_column("time").to_numpy()
-    end = visits.select(pl.coalesce("end_time", "time")).to_series().to_numpy()
-    longest_end = _running_max(person, end)
-    position = np.arange(visits.height)
-    longest = np.maximum.accumulate(np.where(end == longest_end, position, -1))
-    time = others.get_column("time").to_numpy()
-    last = _last_at_or_before(person, start, others.get_column("_person").to_numpy(), time)
-    found = last >= 0
-    last = np.where(found, last, 0)
-    chosen = np.where(
-        found & (end[last] >= time),
-        last,
-        np.where(found & (longest_end[last] >= time), longest[last], -1),
-    )
-    ids = pl.Series("visit_occurrence_id", chosen + first_id, dtype=pl.Int64)
-    return ids.set(pl.Series(chosen < 0), None)
-
-
 def _event_id(name: str, first_id: int) -> pl.Expr:
     return (pl.int_range(pl.len(), dtype=pl.Int64) + first_id).alias(name)
 
@@ -445,7 +239,7 @@ def block_tables(
     visits = rows.filter(domain == VISIT)
     others = rows.filter(domain != VISIT)
     first_visit = first_ids["visit_occurrence"]
-    others = others.with_columns(_link_visits(others, visits, first_visit))
+    others = others.with_columns(link_visits(others, visits, first_visit))
     visits = visits.with_columns(_event_id("visit_occurrence_id", first_visit))
     parts = others.partition_by("_domain", as_dict=True, maintain_order=True)
     by_domain = {
@@ -535,8 +329,6 @@ def _release_date(created: str | None) -> dt.date:
 
 def reference_tables(manifest: Manifest, sites: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """CARE_SITE (one row per site), LOCATION (empty: no addresses) and CDM_SOURCE."""
-    from trajectories import __version__
-
     name = manifest.scenario_name or manifest.generator
     released = _release_date(manifest.created)
     description = (
@@ -580,24 +372,24 @@ def _check_person_ids(ids: pl.Series) -> None:
 
 
 def omop_blocks(
-    source: CohortSource, block_size: int = 50_000, *, ahead: bool = True
+    source: CohortSource, batch_size: int = 50_000, *, ahead: bool = True
 ) -> Iterator[dict[str, pl.DataFrame]]:
     """The cohort's CDM tables as a stream of dicts (table -> frame, spec columns and types).
 
     ``source`` is a :class:`Cohort`, a cohort directory (streamed block by block, see
-    :mod:`trajectories.cohort_blocks`) or a :class:`CohortBlocks`. The first dict holds
+    :mod:`trajectories.cohort.blocks`) or a :class:`CohortBlocks`. The first dict holds
     CARE_SITE, LOCATION and CDM_SOURCE; each following one the person-level tables of the
-    next ``block_size`` persons. Concatenating the frames of each table gives the same result
+    next ``batch_size`` persons. Concatenating the frames of each table gives the same result
     for any block size and either source. With ``ahead`` each block is built in a background
     thread while the caller writes the previous one (at most three blocks in memory).
     """
-    if block_size < 1:
-        raise OmopError(f"block_size: must be a positive number of persons, got {block_size}")
-    tables = _tables(cohort_blocks(source), block_size)
+    if batch_size < 1:
+        raise OmopError(f"batch_size: must be a positive number of persons, got {batch_size}")
+    tables = _tables(cohort_blocks(source), batch_size)
     return built_ahead(tables) if ahead else tables
 
 
-def _tables(blocks: CohortBlocks, block_size: int) -> Iterator[dict[str, pl.DataFrame]]:
+def _tables(blocks: CohortBlocks, batch_size: int) -> Iterator[dict[str, pl.DataFrame]]:
     _check_person_ids(blocks.person_column("person_id"))
     sites = care_sites(blocks.person_column("site"))
     mapping = getattr(blocks.manifest, "concepts", None)
@@ -605,7 +397,7 @@ def _tables(blocks: CohortBlocks, block_size: int) -> Iterator[dict[str, pl.Data
 
     concepts: dict[tuple[str, ...], pl.DataFrame] = {}
     next_ids = dict.fromkeys(("observation_period", *EVENT_TABLES), 1)
-    for persons, events in blocks.blocks(block_size):
+    for persons, events in blocks.blocks(batch_size):
         codes = tuple(sorted(events.get_column("code").unique().to_list()))
         if codes not in concepts:  # a handful of code sets: one table each
             concepts[codes] = concept_table(list(codes), mapping)
@@ -623,10 +415,10 @@ def _tables(blocks: CohortBlocks, block_size: int) -> Iterator[dict[str, pl.Data
         yield tables
 
 
-def omop_tables(source: CohortSource, block_size: int = 50_000) -> dict[str, pl.DataFrame]:
+def omop_tables(source: CohortSource, batch_size: int = 50_000) -> dict[str, pl.DataFrame]:
     """Every exported CDM table in memory (for small cohorts and tests)."""
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in EXPORT_TABLES}
-    for block in omop_blocks(source, block_size):
+    for block in omop_blocks(source, batch_size):
         for name, frame in block.items():
             parts[name].append(frame)
     return {

@@ -16,8 +16,7 @@ import polars as pl
 
 from trajectories.cohort import STATE_PREFIX, Cohort
 from trajectories.errors import ReferenceDataError
-from trajectories.io.names import changed, valid_names
-from trajectories.io.survival_table import (
+from trajectories.io.table.common import (
     DEATH_NAME,
     DEFAULT_INDEX_DATE,
     ID_LABEL,
@@ -32,12 +31,13 @@ from trajectories.io.survival_table import (
     fail_rows,
     flag_values,
     integer_ids,
-    persons_from_rows,
     refuse_structural,
     require_columns,
     state_name,
     with_labels,
 )
+from trajectories.io.table.names import changed, valid_names
+from trajectories.io.table.persons import persons_from_rows
 
 MSTATE_EXTRA = ("trans", "time")
 """msprep's transition number and time in state: structural, never default covariates."""
