@@ -3,6 +3,7 @@ CoxPHFitter, with the design matrix built from polars columns."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -88,7 +89,7 @@ def cox_hazard_ratios(
     ratio), hazard_ratio, p.
     """
     from lifelines import CoxPHFitter
-    from lifelines.exceptions import ConvergenceError
+    from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 
     z = z_critical(alpha)
     for name in (duration_col, event_col):
@@ -104,7 +105,9 @@ def cox_hazard_ratios(
         (checked.get_column("status") == 1).cast(pl.Int64).alias("_event"),
     ).to_pandas()
     try:
-        fitted = CoxPHFitter(alpha=alpha).fit(data, "_duration", "_event")
+        with warnings.catch_warnings():  # separation is judged below from the estimates
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted = CoxPHFitter(alpha=alpha).fit(data, "_duration", "_event")
     except (ConvergenceError, np.linalg.LinAlgError, ArithmeticError) as error:
         raise CoxConvergenceError(
             f"Cox model on {list(covariates)} did not converge (collinear covariates, a "
@@ -117,14 +120,17 @@ def cox_hazard_ratios(
         raise CoxConvergenceError(
             f"Cox model on {list(covariates)} did not converge: non-finite log hazard ratios "
             "or standard errors")
+    with np.errstate(over="ignore"):  # a wide interval's upper end may be inf
+        lower, upper, ratio = (np.exp(log_hr - z * se), np.exp(log_hr + z * se),
+                               np.exp(log_hr))
     return pl.DataFrame(
         {
             "covariate": list(design.columns),
             "log_hr": log_hr,
             "std_error": se,
-            "lower": np.exp(log_hr - z * se),
-            "upper": np.exp(log_hr + z * se),
-            "hazard_ratio": np.exp(log_hr),
+            "lower": lower,
+            "upper": upper,
+            "hazard_ratio": ratio,
             "p": fitted.summary["p"].to_numpy(),
         }
     )

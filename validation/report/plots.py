@@ -104,7 +104,8 @@ def sojourn_histograms(samples: dict[str, pl.DataFrame], states: list[str]) -> s
                           color=_color(label, i), label=f"{label} (n={durations.size:,})")
         axis.set_title(f"time in {state}", fontsize=10)
         axis.set_xlabel("years")
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
     for axis in axes.flat[count:]:
         axis.set_visible(False)
     figure.tight_layout()
