@@ -127,3 +127,15 @@ def test_old_import_paths_still_work():
     assert cohort_blocks.DirectoryBlocks is blocks.DirectoryBlocks
     for name in ("PartitionedCohort", "read_partitioned", "is_partitioned", "ShardedRunError"):
         assert getattr(sharded, name) is getattr(partitioned, name)
+
+
+def test_overwriting_a_partitioned_directory_replaces_its_layout(simulator, cohort, tmp_path):
+    directory = simulate_sharded(simulator, tmp_path / "cohort", n=250, seed=3)
+    (directory / "notes.txt").write_text("mine")
+    small = simulator.simulate(40, seed=9)
+    small.write(directory, overwrite=True)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "events.parquet", "manifest.json", "notes.txt", "persons.parquet"]
+    read = read_cohort(directory)
+    assert isinstance(read, Cohort) and read.n_persons == 40
+    assert read.events.equals(small.events)

@@ -171,14 +171,19 @@ def partitioned_manifest(directory: Path) -> Manifest:
 # -- writing --------------------------------------------------------------------------------------
 
 
+COHORT_OUTPUTS = (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE, PERSONS_DIR, EVENTS_DIR, RUN_FILE)
+"""What a cohort directory of either layout holds: a new cohort replaces all of it."""
+
+
 def prepare_output_directory(
     directory: str | Path,
     overwrite: bool,
-    owned: Iterable[str | Path] = (PERSONS_FILE, EVENTS_FILE, MANIFEST_FILE),
+    owned: Iterable[str | Path] = COHORT_OUTPUTS,
     error: type[TrajectoriesError] = CohortSchemaError,
 ) -> Path:
     """Create ``directory``; refuse a non-empty one unless ``overwrite``, then delete the files
-    ``owned`` (paths relative to it) that a previous output of the same kind left there."""
+    and folders ``owned`` (paths relative to it) that a previous output of the same kind left
+    there (a cohort written over a partitioned one loses its ``persons/`` and ``events/``)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise error(f"{directory}: exists and is not a directory")
@@ -189,7 +194,11 @@ def prepare_output_directory(
                 "(overwrite=True)"
             )
         for name in owned:
-            (directory / name).unlink(missing_ok=True)
+            path = directory / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
