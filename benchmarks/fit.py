@@ -28,7 +28,7 @@ GBSG2_COVARIATES = ["horTh", "age", "menostat", "tsize", "tgrade", "pnodes", "pr
 
 def _curve_figures(cohort, endpoint) -> tuple[str, str]:
     frame = endpoint_times(cohort, endpoint)
-    curve = kaplan_meier(frame["time"], frame["status"] == 1)
+    curve = kaplan_meier(frame["time"], frame["event"] == 1)
     median = median_survival(curve)
     year = survival_at(curve, 365.25)
     return (f"{median['median']:.0f} ({median['lower']:.0f}-{median['upper']:.0f})",
@@ -36,7 +36,7 @@ def _curve_figures(cohort, endpoint) -> tuple[str, str]:
 
 
 def _horth(cohort) -> dict:
-    table = cox_hazard_ratios(endpoint_times(cohort, RFS), "time", "status", GBSG2_COVARIATES)
+    table = cox_hazard_ratios(endpoint_times(cohort, RFS), "time", "event", GBSG2_COVARIATES)
     return table.filter(pl.col("covariate") == "horTh[yes]").row(0, named=True)
 
 

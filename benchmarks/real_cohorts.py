@@ -85,7 +85,7 @@ def hazard_ratio(endpoint: Endpoint, covariates: list[str], term: str,
     """Cox hazard ratio of ``term`` for ``endpoint`` (cause-specific when it has competing
     events), adjusted for ``covariates``."""
     def compute(cohort: Cohort) -> Estimate:
-        table = cox_hazard_ratios(endpoint_times(cohort, endpoint), "time", "status",
+        table = cox_hazard_ratios(endpoint_times(cohort, endpoint), "time", "event",
                                   covariates, reference_levels=reference_levels,
                                   max_rows=10**9)
         row = table.filter(pl.col("covariate") == term).row(0, named=True)
@@ -97,7 +97,7 @@ def landmark(endpoint: Endpoint, days: float) -> Callable[[Cohort], Estimate]:
     """Survival (no competing events) or cumulative incidence at ``days``."""
     def compute(cohort: Cohort) -> Estimate:
         frame = endpoint_times(cohort, endpoint)
-        time_, status = frame["time"], frame["status"]
+        time_, status = frame["time"], frame["event"]
         curve = (aalen_johansen(time_, status) if endpoint.competing
                  else kaplan_meier(time_, status == 1))
         at = survival_at(curve, days)

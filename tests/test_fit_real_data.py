@@ -98,7 +98,7 @@ def test_gbsg2_one_transition_with_hormone_therapy(breast, breast_model):
     assert transition.key == "disease_free->recurrence_or_death"
     assert transition.fit.n_events == int(load_gbsg2()["cens"].sum()) == 299
     # the model's own hormone-therapy log HR agrees with a Cox model of the reference
-    cox = cox_hazard_ratios(endpoint_times(breast, RFS), "time", "status",
+    cox = cox_hazard_ratios(endpoint_times(breast, RFS), "time", "event",
                             ["horTh", "age", "menostat", "tsize", "tgrade", "pnodes", "progrec",
                              "estrec"])
     row = cox.filter(pl.col("covariate") == "horTh[yes]").row(0, named=True)

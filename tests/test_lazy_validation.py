@@ -50,8 +50,8 @@ def lazy(directory):
 def in_memory_curve(times: pl.DataFrame, endpoint: Endpoint) -> pl.DataFrame:
     """The curve validation.compare draws for ``endpoint`` from per-person times."""
     if endpoint.competing:
-        return survival.aalen_johansen(times["time"], times["status"], cause=1)
-    return survival.kaplan_meier(times["time"], times["status"] == 1)
+        return survival.aalen_johansen(times["time"], times["event"], cause=1)
+    return survival.kaplan_meier(times["time"], times["event"] == 1)
 
 
 def lazy_curve(figures, endpoint: Endpoint) -> pl.DataFrame:
@@ -62,7 +62,7 @@ def test_the_cohort_exercises_what_is_compared(cohort, lazy):
     """Guard: every endpoint has events and censoring, and the competing one both causes."""
     assert lazy.n_persons == N == cohort.n_persons
     for endpoint in ENDPOINTS:
-        status = endpoint_times(cohort, endpoint).get_column("status")
+        status = endpoint_times(cohort, endpoint).get_column("event")
         expected = {0, 1, 2} if endpoint.competing else {0, 1}
         assert set(status.unique()) == expected, endpoint.name
     assert set(lazy.kaplan_meier) == {"overall_survival", "event_free_survival",
@@ -117,8 +117,8 @@ def test_a_resolution_gives_the_curves_of_times_rounded_up_to_it(directory, coho
     times = endpoint_times(cohort, endpoint).with_columns(pl.col("time").ceil())
     assert_frame_equal(lazy.kaplan_meier[endpoint.name], in_memory_curve(times, endpoint),
                        check_exact=True)
-    tally = daily.tallies[endpoint.name].group_by("time", "status").agg(pl.col("count").sum())
-    assert tally.height == times.select("time", "status").unique().height < N / 2
+    tally = daily.tallies[endpoint.name].group_by("time", "event").agg(pl.col("count").sum())
+    assert tally.height == times.select("time", "event").unique().height < N / 2
     stays = transitions.sojourn_times(cohort, lazy.absorbing_states).with_columns(
         pl.col("duration").ceil())
     expected = transitions.kaplan_meier_medians(stays)
@@ -184,7 +184,7 @@ def test_tallies_of_tied_data_give_the_row_level_curves_and_add_up():
         assert_frame_equal(
             survival.aalen_johansen_from_counts(tallies, cause=2),
             survival.aalen_johansen(time, status, cause=2), check_exact=True)
-        binary = tallies.with_columns((pl.col("status") == 1).cast(pl.Int64).alias("status"))
+        binary = tallies.with_columns((pl.col("event") == 1).cast(pl.Int64).alias("event"))
         assert_frame_equal(survival.kaplan_meier_from_counts(binary),
                            survival.kaplan_meier(time, status == 1), check_exact=True)
     with pytest.raises(survival.SurvivalDataError, match="event: values must be 0"):
@@ -200,8 +200,8 @@ def test_block_aggregates_of_the_blocks_add_up_to_those_of_the_cohort(directory,
     whole = block_aggregates(cohort, ENDPOINTS)
     assert parts.n_persons == whole.n_persons
     def canonical(tallies: pl.DataFrame) -> pl.DataFrame:
-        return (tallies.group_by("time", "status").agg(pl.col("count").sum())
-                .sort("time", "status"))
+        return (tallies.group_by("time", "event").agg(pl.col("count").sum())
+                .sort("time", "event"))
 
     for name in whole.tallies:
         assert parts.tallies[name].height >= whole.tallies[name].height

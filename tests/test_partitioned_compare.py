@@ -183,8 +183,8 @@ def test_event_quantiles_of_a_tally_equal_numpy_on_the_expanded_times():
     rng = np.random.default_rng(4)
     times = np.round(rng.exponential(200.0, 5_000))
     status = (rng.random(times.size) < 0.6).astype(np.int8)
-    tally = (pl.DataFrame({"time": times, "status": status})
-             .group_by("time", "status").agg(pl.len().cast(pl.Int64).alias("count")))
+    tally = (pl.DataFrame({"time": times, "event": status})
+             .group_by("time", "event").agg(pl.len().cast(pl.Int64).alias("count")))
     expected = np.quantile(times[status == 1], np.linspace(0, 1, 400))
     np.testing.assert_allclose(event_quantiles(tally, 400), expected,
                                rtol=0, atol=1e-9)

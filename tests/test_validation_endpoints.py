@@ -67,7 +67,7 @@ FOLLOWUP = {1: 25.0, 2: 40.0, 3: 100.0, 4: 60.0, 5: 20.0}
 
 def _times(endpoint: Endpoint) -> dict[int, tuple[float, int]]:
     frame = endpoint_times(_cohort(HISTORIES, FOLLOWUP), endpoint)
-    return {r["person_id"]: (r["time"], r["status"]) for r in frame.iter_rows(named=True)}
+    return {r["person_id"]: (r["time"], r["event"]) for r in frame.iter_rows(named=True)}
 
 
 def test_overall_and_event_free_survival_by_hand() -> None:
@@ -98,8 +98,8 @@ def test_origin_state_restarts_the_clock_and_drops_persons_never_there() -> None
 
 def test_output_columns_types_and_covariates() -> None:
     frame = endpoint_times(_cohort(HISTORIES, FOLLOWUP), Endpoint(name="os", events=["death"]))
-    assert frame.columns == ["person_id", "site", "time", "status", "sex", "arm"]
-    assert frame.schema["status"] == pl.Int8 and frame.schema["time"] == pl.Float64
+    assert frame.columns == ["person_id", "site", "time", "event", "sex", "arm"]
+    assert frame.schema["event"] == pl.Int8 and frame.schema["time"] == pl.Float64
     assert frame["arm"].to_list() == ["treatment", "control", "treatment", "control",
                                       "treatment"]
     assert frame["site"].to_list() == ["A", "B", "A", "B", "A"]
@@ -128,8 +128,8 @@ def _pandas_endpoint(cohort: Cohort, events: list[str], competing: list[str],
     is_comp = out["comp"].notna() & ~is_event
     out["time"] = np.where(is_event, out["event"],
                            np.where(is_comp, out["comp"], out["followup_end"])) - out["o_time"]
-    out["status"] = np.where(is_event, 1, np.where(is_comp, 2, 0))
-    return out[["time", "status"]].sort_index()
+    out["event"] = np.where(is_event, 1, np.where(is_comp, 2, 0))
+    return out[["time", "event"]].sort_index()
 
 
 @pytest.mark.parametrize(
@@ -149,8 +149,8 @@ def test_endpoint_times_match_a_pandas_computation(full_scenario, simulate, even
     expected = _pandas_endpoint(cohort, events, competing, origin)
     assert got["person_id"].to_list() == expected.index.tolist()
     np.testing.assert_array_equal(got["time"].to_numpy(), expected["time"].to_numpy())
-    np.testing.assert_array_equal(got["status"].to_numpy(), expected["status"].to_numpy())
-    assert set(np.unique(expected["status"])) == ({0, 1, 2} if competing else {0, 1})
+    np.testing.assert_array_equal(got["event"].to_numpy(), expected["event"].to_numpy())
+    assert set(np.unique(expected["event"])) == ({0, 1, 2} if competing else {0, 1})
     assert (got["time"] >= 0).all()
 
 

@@ -119,7 +119,7 @@ def test_kaplan_meier_accepts_boolean_events_and_numpy() -> None:
         ([1.0, float("nan")], [1, 0], "time: values must be >= 0"),
         ([1.0, float("inf")], [1, 1], "finite unless censored"),
         ([1.0, 2.0], [1, 2], "event: values must be 0"),
-        ([1.0, 2.0], [1], "time has 2 values but status has 1"),
+        ([1.0, 2.0], [1], "time has 2 values but event has 1"),
         ([], [], "no observations"),
     ],
 )
@@ -419,7 +419,7 @@ def test_cox_recovers_the_simulated_log_hazard_ratios(full_scenario, simulate) -
     cohort = simulate(full_scenario, 8000, seed=5)
     progression = Endpoint(name="progression", events=["progressed"], competing=["death"])
     frame = endpoint_times(cohort, progression).filter(pl.col("site") == "A")
-    fit = cox_hazard_ratios(frame, "time", "status", ["arm", "age", "sex"])
+    fit = cox_hazard_ratios(frame, "time", "event", ["arm", "age", "sex"])
     truth = {"arm[treatment]": -0.5, "age": 0.01, "sex[M]": 0.0}
     for row in fit.iter_rows(named=True):
         assert abs(row["log_hr"] - truth[row["covariate"]]) < 4 * row["std_error"], row

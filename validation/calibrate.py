@@ -240,13 +240,13 @@ def _estimate(figure, frames: dict[str, pl.DataFrame], endpoints: dict[str, Endp
                     pl.Series([True] * frame.height)).to_numpy()
             x = (text == figure.level).cast(pl.Float64).to_numpy()
         return math.exp(cox_one(frame["time"].to_numpy()[keep],
-                                (frame["status"] == 1).to_numpy()[keep], x[keep]))
+                                (frame["event"] == 1).to_numpy()[keep], x[keep]))
     endpoint = endpoints[figure.endpoint]
     if endpoint.competing:
-        curve = survival.aalen_johansen(frame["time"], frame["status"], cause=1)
+        curve = survival.aalen_johansen(frame["time"], frame["event"], cause=1)
         column = "cumulative_incidence"
     else:
-        curve = survival.kaplan_meier(frame["time"], frame["status"] == 1)
+        curve = survival.kaplan_meier(frame["time"], frame["event"] == 1)
         column = "survival"
     # The step curve joined by straight lines: under common random numbers its median and
     # landmark values move continuously with the parameters, where the steps would jump.

@@ -102,7 +102,7 @@ def cox_hazard_ratios(
     design = design_matrix(frame, covariates, reference_levels)
     data = design.with_columns(
         checked.get_column("time").alias("_duration"),
-        (checked.get_column("status") == 1).cast(pl.Int64).alias("_event"),
+        (checked.get_column("event") == 1).cast(pl.Int64).alias("_event"),
     ).to_pandas()
     try:
         with warnings.catch_warnings():  # separation is judged below from the estimates

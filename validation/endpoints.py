@@ -2,7 +2,7 @@
 
 An :class:`Endpoint` names the states whose entry ends it, the states whose entry is a
 competing event, and where its clock starts; :func:`endpoint_times` turns a cohort into one
-row per person (time, status 0/1/2, covariates) for the survival estimators.
+row per person (time, event 0/1/2, covariates) for the survival estimators.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from trajectories.errors import EndpointError
 from trajectories.tomlfile import explain, read_toml
 
 CENSORED, EVENT, COMPETING = 0, 1, 2
-"""Values of the ``status`` column of :func:`endpoint_times`."""
+"""Values of the ``event`` column of :func:`endpoint_times`."""
 
 INDEX = "index"
-OUTPUT_COLUMNS = ("person_id", "site", "time", "status")
+OUTPUT_COLUMNS = ("person_id", "site", "time", "event")
 EXTRA_PERSON_COLUMNS = ("sex",)
 """Data-model person columns passed on as covariates besides the scenario's own."""
 
@@ -36,7 +36,7 @@ class Endpoint(BaseModel):
     """A time-to-event endpoint defined on the cohort's states.
 
     ``events``: entering any of these states ends it (the first one counts); ``competing``:
-    entering one of these first is a competing event (status 2); ``origin``: "index" (time 0)
+    entering one of these first is a competing event (code 2); ``origin``: "index" (time 0)
     or a state, the clock then starting when it is first entered (persons never entering it
     are left out). Only state entries after the origin count.
     """
@@ -86,18 +86,18 @@ def _first_entries(
 
 
 def endpoint_times(cohort: Cohort, endpoint: Endpoint) -> pl.DataFrame:
-    """One row per person at risk for ``endpoint``: person_id, site, time, status, covariates.
+    """One row per person at risk for ``endpoint``: person_id, site, time, event, covariates.
 
-    ``time`` is days from the origin to the first entry into an event state (status 1), to
-    an earlier entry into a competing state (status 2), or else to ``followup_end``
-    (status 0, censored). Covariates are ``sex`` and the cohort's scenario covariates, so that
+    ``time`` is days from the origin to the first entry into an event state (code 1), to
+    an earlier entry into a competing state (code 2), or else to ``followup_end``
+    (code 0, censored). Covariates are ``sex`` and the cohort's scenario covariates, so that
     Cox models can use them. Rows follow the order of ``cohort.persons``.
     """
     clash = [c for c in OUTPUT_COLUMNS[2:] if c in cohort.covariates]
     if clash:
         raise EndpointError(
             f"endpoint {endpoint.name!r}: the cohort has covariate column(s) {clash}, which "
-            "clash with the output columns time/status; rename them"
+            "clash with the output columns time/event; rename them"
         )
     spells = cohort.state_spells().with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).over("person_id").alias("rank")
@@ -160,7 +160,7 @@ def endpoint_times(cohort: Cohort, endpoint: Endpoint) -> pl.DataFrame:
             .then(COMPETING)
             .otherwise(CENSORED)
             .cast(pl.Int8)
-            .alias("status"),
+            .alias("event"),
             *covariates,
         )
     )

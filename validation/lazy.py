@@ -1,7 +1,7 @@
 """Validation figures of a partitioned cohort, block by block: never the whole cohort in memory.
 
 A block holds whole persons (a person's events never cross blocks), so each block is read alone
-and reduced to additive tables: a (time, status) tally per endpoint, transition counts, sojourn
+and reduced to additive tables: a (time, event) tally per endpoint, transition counts, sojourn
 counts per (state, duration) and absorbing-state votes. Their sums over the blocks go through
 the estimators of :mod:`validation.survival` and :mod:`validation.transitions`, so the figures
 are those of the whole cohort in memory, to the last bit. Memory holds one block per worker
@@ -32,7 +32,7 @@ from validation import integrity, survival, transitions
 from validation.endpoints import EVENT, INDEX, Endpoint, EndpointError, endpoint_times
 from validation.integrity import IntegrityResult
 
-TALLY_SCHEMA = {"time": pl.Float64(), "status": pl.Int8(), "count": pl.Int64()}
+TALLY_SCHEMA = {"time": pl.Float64(), "event": pl.Int8(), "count": pl.Int64()}
 MOVES_SCHEMA = {"from_state": pl.String(), "to_state": pl.String(), "count": pl.Int64(),
                 "first_person_ids": pl.List(pl.Int64())}
 SOJOURN_SCHEMA = {"state": pl.String(), "duration": pl.Float64(), "d": pl.Int64(),
@@ -53,7 +53,7 @@ occupation, descriptive distributions); also the cap of those descriptive compar
 class Aggregates:
     """Additive summaries of (part of) a cohort; those of disjoint parts add up (:func:`combine`).
 
-    ``persons``: [*by, count]; ``tallies``: endpoint name -> [*by, time, status, count], the
+    ``persons``: [*by, count]; ``tallies``: endpoint name -> [*by, time, event, count], the
     parts' tallies stacked (a time may repeat; the estimators add up equal times);
     ``transitions``: [*by, from_state, to_state, count, first_person_ids]; ``sojourns``:
     [*by, state, duration, d, c] for every state (absorbing ones are dropped once known);
@@ -80,7 +80,7 @@ class Aggregates:
 class LazyFigures:
     """The validation figures of a cohort computed from its :class:`Aggregates`.
 
-    ``kaplan_meier``: curves of the endpoints without competing events (status 1 is the event);
+    ``kaplan_meier``: curves of the endpoints without competing events (code 1 is the event);
     ``aalen_johansen``: cumulative incidence of cause 1 for the endpoints with competing events,
     as :func:`validation.compare.compare` uses them; with ``by`` columns each curve frame stacks
     one curve per group, the group columns first. ``transitions`` and ``jump_chain`` as in
@@ -213,7 +213,7 @@ def _tally(
         return pl.DataFrame(schema=empty)
     return (
         _rounded(endpoint_times(cohort, endpoint), "time", resolution)
-        .group_by(*by, "time", "status")
+        .group_by(*by, "time", "event")
         .agg(pl.len().cast(pl.Int64).alias("count"))
     )
 
@@ -252,7 +252,7 @@ def combine(parts: Iterable[Aggregates]) -> Aggregates:
         persons=summed([p.persons for p in parts], list(by), ["count"]) if by else
         pl.DataFrame({"count": [sum(p.n_persons for p in parts)]}, schema={"count": pl.Int64}),
         tallies={
-            name: summed([p.tallies[name] for p in parts], [*by, "time", "status"], ["count"])
+            name: summed([p.tallies[name] for p in parts], [*by, "time", "event"], ["count"])
             for name in parts[0].tallies
         },
         transitions=moves,
@@ -435,7 +435,7 @@ def figures(
                 lambda t: survival.aalen_johansen_from_counts(t, cause=EVENT, alpha=alpha))
         else:
             kaplan_meier[endpoint.name] = _per_group(
-                tally.with_columns((pl.col("status") == EVENT).cast(pl.Int8).alias("status")),
+                tally.with_columns((pl.col("event") == EVENT).cast(pl.Int8).alias("event")),
                 aggregates.by,
                 lambda t: survival.kaplan_meier_from_counts(t, alpha=alpha))
     sojourns = site_rows(aggregates.sojourns, None, ["state", "duration"], ["d", "c"]).filter(

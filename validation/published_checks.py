@@ -69,7 +69,7 @@ def compare_published(
             name = figure.covariate + (f"[{figure.level}]" if figure.level else "")
             try:
                 fitted = cox.cox_hazard_ratios(
-                    figure.restrict(sample[figure.endpoint]), "time", "status",
+                    figure.restrict(sample[figure.endpoint]), "time", "event",
                     [figure.covariate], reference_levels=(
                         {figure.covariate: figure.reference_level} if figure.reference_level
                         else {}), seed=seed)
@@ -81,13 +81,13 @@ def compare_published(
             checks.append(within("published", f"hazard ratio {name}", subject, estimate,
                                  figure.lower, figure.upper, details=details))
             continue
-        counts = frame.group_by("time", "status").agg(
+        counts = frame.group_by("time", "event").agg(
             (pl.col("count").sum() if "count" in frame.columns else pl.len()).alias("count"))
         if endpoint.competing:
             curve = survival.aalen_johansen_from_counts(counts, cause=1)
         else:
             curve = survival.kaplan_meier_from_counts(counts.with_columns(
-                (pl.col("status") == 1).cast(pl.Int8).alias("status")))
+                (pl.col("event") == 1).cast(pl.Int8).alias("event")))
         if isinstance(figure, MedianFigure):
             estimate = survival.median_survival(curve)["median"] / unit
             checks.append(within("published", "median", subject, estimate, figure.lower,

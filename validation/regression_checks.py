@@ -53,7 +53,7 @@ def hazard_ratio_checks(col: Collector, endpoint: Endpoint, sample: Cohort,
     fits = {}
     for label, frame in (("reference", ref), ("synthetic", syn)):
         try:
-            fits[label] = cox.cox_hazard_ratios(frame, "time", "status", covariates,
+            fits[label] = cox.cox_hazard_ratios(frame, "time", "event", covariates,
                                                 max_rows=COX_ROWS)
         except CoxConvergenceError as error:
             # Not evaluable where the reference itself has no Cox fit; a failure where only
@@ -88,7 +88,7 @@ def utility_checks(col: Collector, endpoint: Endpoint, sample: Cohort, reference
     syn = endpoint_times(sample, endpoint)
     covariates = [c for c in shared_covariates(sample, reference, ref)
                   if syn.get_column(c).n_unique() > 1]  # else no fit
-    if not covariates or ref.height < 50 or int((ref["status"] == 1).sum()) < 10:
+    if not covariates or ref.height < 50 or int((ref["event"] == 1).sum()) < 10:
         return
     try:
         result = train_synthetic_test_real(syn, ref, covariates, seed=seed, max_rows=COX_ROWS)

@@ -7,7 +7,7 @@ cumulative sums), never on rows one by one, so ten million persons take seconds.
 follow lifelines' conventions (the row at time 0, Greenwood variance, log(-log) intervals) so
 that they can be checked against it. Inputs follow :mod:`validation.survival_data`. Curves are
 polars frames. The ``*_from_counts`` estimators take the same data as tallies per
-(time, status) (:func:`tally`); tallies of disjoint parts of a cohort can simply be stacked,
+(time, event) (:func:`tally`); tallies of disjoint parts of a cohort can simply be stacked,
 so a cohort too large for memory is estimated part by part, with the same curves.
 
 Two-sample tests and distances live in :mod:`validation.two_sample`, Cox regression in
@@ -50,20 +50,20 @@ __all__ = [
 
 def _event_table(frame: pl.DataFrame, cause: int | None = None) -> pl.DataFrame:
     """One row per distinct time, and a row at time 0: at_risk, removed, events (any nonzero
-    status), censored and, with ``cause``, cause_events. The fast path: sort, group, sums.
+    event), censored and, with ``cause``, cause_events. The fast path: sort, group, sums.
     ``frame`` holds one row per observation, or tallies with a ``count`` column."""
     if "count" in frame.columns:
         weight = pl.col("count")
         aggregates = [weight.sum().alias("removed"),
-                      weight.filter(pl.col("status") != 0).sum().alias("events")]
+                      weight.filter(pl.col("event") != 0).sum().alias("events")]
         if cause is not None:
-            aggregates.append(weight.filter(pl.col("status") == cause).sum().alias(
+            aggregates.append(weight.filter(pl.col("event") == cause).sum().alias(
                 "cause_events"))
         total = int(frame.get_column("count").sum())
     else:
-        aggregates = [pl.len().alias("removed"), (pl.col("status") != 0).sum().alias("events")]
+        aggregates = [pl.len().alias("removed"), (pl.col("event") != 0).sum().alias("events")]
         if cause is not None:
-            aggregates.append((pl.col("status") == cause).sum().alias("cause_events"))
+            aggregates.append((pl.col("event") == cause).sum().alias("cause_events"))
         total = frame.height
     table = (
         frame.lazy()
@@ -110,8 +110,8 @@ def kaplan_meier(time: ArrayLike, event: ArrayLike, alpha: float = 0.05) -> pl.D
 
 
 def kaplan_meier_from_counts(counts: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
-    """:func:`kaplan_meier` from [time, status, count] tallies (status 1 event, 0 censored;
-    a (time, status) may repeat): the same curve as from the rows they count."""
+    """:func:`kaplan_meier` from [time, event, count] tallies (event 1, censored 0;
+    a (time, event) may repeat): the same curve as from the rows they count."""
     z = z_critical(alpha)
     return _kaplan_meier_curve(_event_table(checked_tallies(counts, "binary")), z)
 
@@ -155,9 +155,9 @@ def _kaplan_meier_curve(table: pl.DataFrame, z: float) -> pl.DataFrame:
 
 
 def aalen_johansen(
-    time: ArrayLike, status: ArrayLike, cause: int = 1, alpha: float = 0.05
+    time: ArrayLike, event: ArrayLike, cause: int = 1, alpha: float = 0.05
 ) -> pl.DataFrame:
-    """Cumulative incidence of ``cause`` with every other nonzero status as a competing event.
+    """Cumulative incidence of ``cause`` with every other nonzero code as a competing event.
 
     Columns: time, at_risk, events (of ``cause``), competing, censored, cumulative_incidence,
     std_error, lower, upper. CIF(t) = sum over times <= t of S(t-) d_cause / n, where S is the
@@ -167,13 +167,13 @@ def aalen_johansen(
     events at time 0 count.
     """
     z = z_critical(alpha)
-    return _aalen_johansen_curve(_event_table(survival_rows(time, status, "codes"), cause=cause), z)
+    return _aalen_johansen_curve(_event_table(survival_rows(time, event, "codes"), cause=cause), z)
 
 
 def aalen_johansen_from_counts(
     counts: pl.DataFrame, cause: int = 1, alpha: float = 0.05
 ) -> pl.DataFrame:
-    """:func:`aalen_johansen` from [time, status, count] tallies (a (time, status) may
+    """:func:`aalen_johansen` from [time, event, count] tallies (a (time, event) may
     repeat): the same curve as from the rows they count."""
     z = z_critical(alpha)
     return _aalen_johansen_curve(_event_table(checked_tallies(counts, "codes"), cause=cause), z)

@@ -1,4 +1,4 @@
-"""Survival checks of one endpoint from the two sides' [time, status, count] tallies, pooled
+"""Survival checks of one endpoint from the two sides' [time, event, count] tallies, pooled
 and per judged site: the Kaplan-Meier sup distance with its bootstrap critical value, the
 log-rank test, the RMST difference (Royston & Parmar 2013), landmark values and the median;
 for a competing-risk endpoint the Aalen-Johansen cumulative incidence at the landmarks.
@@ -39,7 +39,7 @@ def endpoint_checks(col: Collector, endpoint: Endpoint, syn: Aggregates, ref: Ag
     panels = {}
     for site in [None, *sites]:
         syn_tally, ref_tally = (
-            site_rows(a.tallies[endpoint.name], site, ["time", "status"], ["count"])
+            site_rows(a.tallies[endpoint.name], site, ["time", "event"], ["count"])
             for a in (syn, ref))
         if syn_tally.is_empty() or ref_tally.is_empty():
             continue
@@ -58,7 +58,7 @@ def curves_figure(endpoint: Endpoint, panels: Panels) -> dict[str, str]:
 def tally_checks(col: Collector, endpoint: Endpoint, site: str | None, syn: pl.DataFrame,
                  ref: pl.DataFrame, horizon: float, th: Thresholds,
                  rng: np.random.Generator) -> dict[str, pl.DataFrame]:
-    """Survival checks of one endpoint (and site) from the two sides' [time, status, count]
+    """Survival checks of one endpoint (and site) from the two sides' [time, event, count]
     tallies; returns the two thinned curves."""
     subject = endpoint.name
     if endpoint.competing:
@@ -73,7 +73,7 @@ def tally_checks(col: Collector, endpoint: Endpoint, site: str | None, syn: pl.D
                                site=site))
         return {k: _thin(v).rename({"cumulative_incidence": "value"}) for k, v in curves.items()}
 
-    syn, ref = (t.with_columns((pl.col("status") == 1).cast(pl.Int8).alias("status"))
+    syn, ref = (t.with_columns((pl.col("event") == 1).cast(pl.Int8).alias("event"))
                 for t in (syn, ref))
     curves = {"synthetic": survival.kaplan_meier_from_counts(syn),
               "reference": survival.kaplan_meier_from_counts(ref)}
@@ -136,9 +136,9 @@ def _landmark_tests(col: Collector, curves: dict, label: str, subject: str, site
 
 
 def event_quantiles(tally: pl.DataFrame, points: int) -> np.ndarray:
-    """``np.quantile`` (linear) of the event times a [time, status, count] tally counts, at
+    """``np.quantile`` (linear) of the event times a [time, event, count] tally counts, at
     ``points`` evenly spaced levels: the same values as on the expanded times."""
-    events = tally.filter(pl.col("status") == 1).group_by("time").agg(pl.col("count").sum())
+    events = tally.filter(pl.col("event") == 1).group_by("time").agg(pl.col("count").sum())
     events = events.filter(pl.col("count") > 0).sort("time")
     times, counts = events.get_column("time").to_numpy(), events.get_column("count").to_numpy()
     if times.size == 0:
@@ -158,7 +158,7 @@ def event_quantiles(tally: pl.DataFrame, points: int) -> np.ndarray:
 def coarsened(tally: pl.DataFrame, grid: np.ndarray) -> pl.DataFrame:
     """A tally with each time moved up to the next grid point (the grid's last one is +inf)."""
     moved = grid[np.searchsorted(grid, tally.get_column("time").to_numpy(), side="left")]
-    return tally.with_columns(pl.Series("time", moved)).group_by("time", "status").agg(
+    return tally.with_columns(pl.Series("time", moved)).group_by("time", "event").agg(
         pl.col("count").sum())
 
 

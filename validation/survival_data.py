@@ -1,8 +1,8 @@
-"""Checked survival data: (time, status) rows and [time, status, count] tallies.
+"""Checked survival data: (time, event) rows and [time, event, count] tallies.
 
 The input rules every estimator and test of :mod:`validation.survival`,
 :mod:`validation.two_sample` and :mod:`validation.cox` shares: ``time`` in days >= 0 (+inf
-allowed when censored), ``status`` integer codes, no nulls. Inputs are polars Series (numpy
+allowed when censored), ``event`` integer codes, no nulls. Inputs are polars Series (numpy
 arrays and lists work too).
 """
 
@@ -31,16 +31,16 @@ def _column(values: ArrayLike, name: str, dtype: pl.DataType) -> pl.Series:
         raise SurvivalDataError(f"{name}: expected {dtype} values, got {series.dtype}") from None
 
 
-def survival_rows(time: ArrayLike, status: ArrayLike, allowed: str) -> pl.DataFrame:
-    """A (time, status) frame after checking lengths, values and status codes.
+def survival_rows(time: ArrayLike, event: ArrayLike, allowed: str) -> pl.DataFrame:
+    """A (time, event) frame after checking lengths, values and event codes.
 
     Times are days >= 0; +inf is accepted for censored rows only (known to be event-free
     at every finite time, e.g. times coarsened past the last grid point).
     """
     t = _column(time, "time", pl.Float64())
-    s = _column(status, "status", pl.Int64())
+    s = _column(event, "event", pl.Int64())
     if t.len() != s.len():
-        raise SurvivalDataError(f"time has {t.len()} values but status has {s.len()}")
+        raise SurvivalDataError(f"time has {t.len()} values but event has {s.len()}")
     if t.len() == 0:
         raise SurvivalDataError("time: no observations")
     if t.is_nan().any() or t.min() < 0 or (t.is_infinite() & (s != 0)).any():
@@ -50,37 +50,37 @@ def survival_rows(time: ArrayLike, status: ArrayLike, allowed: str) -> pl.DataFr
     if allowed == "binary" and not s.is_in([0, 1]).all():
         raise SurvivalDataError("event: values must be 0 (censored) or 1 (event)")
     if allowed == "codes" and s.min() < 0:
-        raise SurvivalDataError("status: values must be 0 (censored) or positive cause codes")
+        raise SurvivalDataError("event: values must be 0 (censored) or positive cause codes")
     return pl.DataFrame([t, s])
 
 
 def checked_tallies(counts: pl.DataFrame, allowed: str) -> pl.DataFrame:
-    """A checked [time, status, count] frame: the rules of :func:`survival_rows` plus
+    """A checked [time, event, count] frame: the rules of :func:`survival_rows` plus
     counts >= 0."""
-    missing = [c for c in ("time", "status", "count") if c not in counts.columns]
+    missing = [c for c in ("time", "event", "count") if c not in counts.columns]
     if missing:
         raise SurvivalDataError(
-            f"counts: missing column(s) {missing}; expected time, status, count (see tally)"
+            f"counts: missing column(s) {missing}; expected time, event, count (see tally)"
         )
-    checked = survival_rows(counts.get_column("time"), counts.get_column("status"), allowed)
+    checked = survival_rows(counts.get_column("time"), counts.get_column("event"), allowed)
     count = _column(counts.get_column("count"), "count", pl.Int64())
     if count.min() < 0:
         raise SurvivalDataError("count: values must be >= 0")
     return checked.with_columns(count)
 
 
-def tally(time: ArrayLike, status: ArrayLike) -> pl.DataFrame:
-    """[time, status, count]: how many rows share each (time, status), sorted.
+def tally(time: ArrayLike, event: ArrayLike) -> pl.DataFrame:
+    """[time, event, count]: how many rows share each (time, event), sorted.
 
     The additive summary of survival data: the ``*_from_counts`` estimators give the same
     curves from it as the row-level ones, and from tallies of disjoint parts stacked together
-    (rows of equal time and status are added up). Compact when times are tied (whole days).
+    (rows of equal time and event are added up). Compact when times are tied (whole days).
     """
-    frame = survival_rows(time, status, "codes")
+    frame = survival_rows(time, event, "codes")
     return (
-        frame.group_by("time", "status")
+        frame.group_by("time", "event")
         .agg(pl.len().cast(pl.Int64).alias("count"))
-        .sort("time", "status")
+        .sort("time", "event")
     )
 
 

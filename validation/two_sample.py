@@ -1,7 +1,7 @@
 """Two-sample comparisons of survival data: the log-rank test (Mantel 1966; Peto & Peto
 1972), the sup distance between two Kaplan-Meier curves with its pooled-bootstrap critical
 value (a Kolmogorov-Smirnov-type test, Efron 1981), and the z-test of two independent
-estimates. Each takes rows or their [time, status, count] tallies
+estimates. Each takes rows or their [time, event, count] tallies
 (:func:`validation.survival_data.tally`).
 """
 
@@ -45,16 +45,16 @@ def logrank(
 
 
 def _counted(time: ArrayLike, event: ArrayLike) -> pl.DataFrame:
-    """Checked binary survival rows as [time, status, count] tallies."""
+    """Checked binary survival rows as [time, event, count] tallies."""
     return (
         survival_rows(time, event, "binary")
-        .group_by("time", "status")
+        .group_by("time", "event")
         .agg(pl.len().cast(pl.Int64).alias("count"))
     )
 
 
 def logrank_from_counts(counts_a: pl.DataFrame, counts_b: pl.DataFrame) -> tuple[float, float]:
-    """:func:`logrank` from the two samples' [time, status, count] tallies (status 1 event)."""
+    """:func:`logrank` from the two samples' [time, event, count] tallies (event 1, censored 0)."""
     a, b = checked_tallies(counts_a, "binary"), checked_tallies(counts_b, "binary")
     n_total_a = int(a.get_column("count").sum())
     pooled = pl.concat(
@@ -69,8 +69,8 @@ def logrank_from_counts(counts_a: pl.DataFrame, counts_b: pl.DataFrame) -> tuple
         .agg(
             weight.sum().alias("removed"),
             (weight * pl.col("in_a")).sum().alias("removed_a"),
-            (weight * pl.col("status")).sum().alias("d"),
-            (weight * pl.col("status") * pl.col("in_a")).sum().alias("d_a"),
+            (weight * pl.col("event")).sum().alias("d"),
+            (weight * pl.col("event") * pl.col("in_a")).sum().alias("d_a"),
         )
         .with_columns(
             (pl.col("removed").sum() - pl.col("removed").cum_sum().shift(1, fill_value=0))
@@ -123,7 +123,7 @@ def max_vertical_distance(
 
 
 def _pooled_cells(frame: pl.DataFrame, horizon: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of the pooled tallies' distinct (time, status) cells, and which are events.
+    """Counts of the pooled tallies' distinct (time, event) cells, and which are events.
 
     Cells are ordered by time and, within a time, the event cell first, so that the draws
     in earlier cells are exactly those that left before that time. Rows beyond ``horizon``
@@ -133,18 +133,18 @@ def _pooled_cells(frame: pl.DataFrame, horizon: float | None) -> tuple[np.ndarra
         beyond = pl.col("time") > horizon
         frame = frame.with_columns(
             pl.when(beyond).then(math.inf).otherwise(pl.col("time")).alias("time"),
-            pl.when(beyond).then(0).otherwise(pl.col("status")).alias("status"),
+            pl.when(beyond).then(0).otherwise(pl.col("event")).alias("event"),
         )
     cells = (
         frame.lazy()
-        .group_by("time", "status")
+        .group_by("time", "event")
         .agg(pl.col("count").sum())
         .filter(pl.col("count") > 0)
-        .sort(["time", "status"], descending=[False, True])
+        .sort(["time", "event"], descending=[False, True])
         .collect()
     )
     return cells.get_column("count").to_numpy().astype(np.int64), (
-        cells.get_column("status").to_numpy() == 1
+        cells.get_column("event").to_numpy() == 1
     )
 
 
@@ -210,7 +210,7 @@ def distance_threshold(
     Each replicate draws samples of sizes n_a and n_b with replacement from the pooled data
     and records the sup distance of their curves up to ``horizon``. Drawing rows with
     replacement is the same as drawing multinomial counts over the pooled distinct
-    (time, status) cells, and that is what is done: each replicate's curves are computed from
+    (time, event) cells, and that is what is done: each replicate's curves are computed from
     cell counts on the shared cell grid (cumulative sums, no per-person work), in chunks of
     replicates. Returns the ceil((1 - alpha)(n_boot + 1))-th smallest replicate distance (the
     Monte Carlo test rule): reject "same distribution" when the observed distance exceeds it.
@@ -231,7 +231,7 @@ def distance_threshold_from_counts(
     rng: np.random.Generator,
     horizon: float | None = None,
 ) -> float:
-    """:func:`distance_threshold` from the two samples' [time, status, count] tallies: the
+    """:func:`distance_threshold` from the two samples' [time, event, count] tallies: the
     same critical value as from the rows they count (the bootstrap only ever sees cells)."""
     if n_boot < 1:
         raise SurvivalDataError(f"n_boot must be >= 1, got {n_boot}")

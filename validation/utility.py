@@ -49,7 +49,7 @@ def train_synthetic_test_real(
     """Concordance on the reference of a Cox model trained on synthetic data, beside the
     reference's own cross-validated concordance.
 
-    Both frames have ``time``, ``status`` (1 = event; other values censored) and the
+    Both frames have ``time``, ``event`` (1 = event; other values censored) and the
     ``covariates``. Synthetic frames above ``max_rows`` are subsampled with ``seed``.
     """
     if folds < 2:
@@ -57,11 +57,11 @@ def train_synthetic_test_real(
     rng = np.random.default_rng(seed)
     if synthetic.height > max_rows:
         synthetic = synthetic[np.sort(rng.choice(synthetic.height, max_rows, replace=False))]
-    both = pl.concat([synthetic.select("time", "status", *covariates),
-                      reference.select("time", "status", *covariates)], how="vertical_relaxed")
+    both = pl.concat([synthetic.select("time", "event", *covariates),
+                      reference.select("time", "event", *covariates)], how="vertical_relaxed")
     design = design_matrix(both, covariates, {})
     time = both.get_column("time").to_numpy()
-    event = (both.get_column("status") == 1).to_numpy().astype(int)
+    event = (both.get_column("event") == 1).to_numpy().astype(int)
     n_syn = synthetic.height
     syn, ref = slice(0, n_syn), slice(n_syn, both.height)
     model = _fit(design[syn], time[syn], event[syn], "trained on the synthetic cohort")
