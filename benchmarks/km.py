@@ -81,7 +81,7 @@ def main() -> None:
 
     if not args.skip_cox:
         rng = np.random.default_rng(2)
-        n = 1_000_000
+        n = min(1_000_000, len(time_))
         frame = pl.DataFrame({
             "time": time_[:n], "event": event[:n],
             "arm": rng.choice(["control", "treatment"], n), "age": rng.normal(60, 10, n),
