@@ -328,3 +328,21 @@ def test_os_errors_exit_2_naming_the_path(tmp_path: Path):
                  str(tmp_path / "afile" / "sub"), "--time", "t", "--status", "e")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "afile/sub: Not a directory" in " ".join(result.stderr.split())
+
+
+def test_unreadable_files_and_text_numbers_are_explained(tmp_path: Path):
+    from trajectories.io import read_table
+
+    (tmp_path / "ragged.csv").write_text("id,t,e\n1,5,1\n3,7,1,9\n")
+    with pytest.raises(ReferenceDataError, match="ragged.csv: cannot read it.*more fields"):
+        read_table(tmp_path / "ragged.csv")
+    (tmp_path / "latin.csv").write_bytes(b"id,t,e,site\n1,5,1,H\xf4p\n")
+    with pytest.raises(ReferenceDataError, match="latin.csv: cannot read it.*not UTF-8"):
+        read_table(tmp_path / "latin.csv")
+    with pytest.raises(ReferenceDataError, match="is a directory"):
+        read_table(tmp_path)
+    (tmp_path / "text.csv").write_text("id,t,e\n1,5,1\n2,x,0\n4,n/a,1\n")
+    with pytest.raises(ReferenceDataError,
+                       match=r"'t' .* must hold numbers, got type String; text such as "
+                             r"\['x', 'n/a'\] in 2 row\(s\): id 2, 4"):
+        from_survival_table(read_table(tmp_path / "text.csv"), "t", "e", id_col="id")

@@ -103,10 +103,18 @@ def with_labels(frame: pl.DataFrame, id_col: str | None) -> pl.DataFrame:
 def require_numeric(frame: pl.DataFrame, column: str, what: str, meaning: str) -> None:
     """Raise unless ``column`` holds numbers (or is entirely empty)."""
     dtype = frame.schema[column]
-    if not (dtype.is_numeric() or dtype == pl.Null):
-        raise ReferenceDataError(
-            f"{what}: column {column!r} ({meaning}) must hold numbers, got type {dtype}"
-        )
+    if dtype.is_numeric() or dtype == pl.Null:
+        return
+    where = ""
+    if dtype == pl.String:
+        text = pl.col(column).str.strip_chars()
+        bad = frame.filter(text.is_not_null() & text.cast(pl.Float64, strict=False).is_null())
+        if bad.height:
+            shown = bad.get_column(column).unique(maintain_order=True).head(3).to_list()
+            where = f"; text such as {shown} in {describe_rows(bad)}"
+    raise ReferenceDataError(
+        f"{what}: column {column!r} ({meaning}) must hold numbers, got type {dtype}{where}"
+    )
 
 
 def check_times(frame: pl.DataFrame, column: str, what: str, meaning: str) -> None:

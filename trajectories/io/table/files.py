@@ -20,6 +20,9 @@ def read_table(path: str | Path) -> pl.DataFrame:
     """A frame from ``.csv`` / ``.tsv`` / ``.txt`` (header row) or ``.parquet``; R's row-name
     column (an unnamed first column) is dropped. Errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ReferenceDataError(f"{path}: is a directory; give a .csv, .tsv, .txt or .parquet "
+                                 "file")
     if not path.is_file():
         raise ReferenceDataError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -34,7 +37,14 @@ def read_table(path: str | Path) -> pl.DataFrame:
                 f"{path}: unknown file type {suffix!r}; expected .csv, .tsv, .txt or .parquet"
             )
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise ReferenceDataError(f"{path}: cannot read it: {error}") from None
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        hint = ""
+        if "utf-8" in text.lower() or "utf8" in text.lower():
+            hint = ("; the file is not UTF-8 text: save it as UTF-8 (e.g. iconv -f latin1 -t "
+                    "utf-8)")
+        elif "ragged" in str(error).lower() or "fields" in text.lower():
+            hint = "; some rows have more fields than the header (a separator inside a value?)"
+        raise ReferenceDataError(f"{path}: cannot read it: {text}{hint}") from None
     if frame.columns and frame.columns[0] in ("", "__index_level_0__"):
         frame = frame.drop(frame.columns[0])
     return frame
