@@ -346,3 +346,12 @@ def test_unreadable_files_and_text_numbers_are_explained(tmp_path: Path):
                        match=r"'t' .* must hold numbers, got type String; text such as "
                              r"\['x', 'n/a'\] in 2 row\(s\): id 2, 4"):
         from_survival_table(read_table(tmp_path / "text.csv"), "t", "e", id_col="id")
+
+
+def test_accents_are_dropped_and_blank_sites_refused():
+    assert valid_names(["Hôpital Cochin", "Zürich", "é"], "site") == {
+        "Hôpital Cochin": "Hopital_Cochin", "Zürich": "Zurich", "é": "e"}
+    frame = pd.DataFrame({"t": [1.0, 2.0, 3.0], "e": [0, 1, 1], "site": ["A", "  ", "B"]})
+    with pytest.raises(ReferenceDataError, match=r"site column 'site' has missing or blank "
+                                                 r"values; 1 row\(s\): row 2"):
+        from_survival_table(frame, "t", "e", site_col="site")

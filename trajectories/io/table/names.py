@@ -9,6 +9,7 @@ in the cohort's manifest (``name_mapping``) and never merges two values into one
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +28,8 @@ def is_valid_name(value: Any) -> bool:
 
 def _candidate(value: Any, prefix: str) -> str:
     text = value if isinstance(value, str) else _number_text(value)
+    # accents dropped, not the letters: 'Hôpital Cochin' -> 'Hopital_Cochin'
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     for symbol, word in _SYMBOLS:
         text = text.replace(symbol, f" {word} ")
     text = _INVALID_RUN.sub("_", text.strip()).strip("_")

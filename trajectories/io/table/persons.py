@@ -140,8 +140,9 @@ def build_persons(
     index = index_day(index_date, what)
     renamed: dict[str, dict[str, str]] = {}
     if site_col is not None:
-        fail_rows(frame, pl.col(site_col).is_null(),
-                  f"{what}: site column {site_col!r} has missing values")
+        blank = pl.col(site_col).cast(pl.String).str.strip_chars() == ""
+        fail_rows(frame, pl.col(site_col).is_null() | blank,
+                  f"{what}: site column {site_col!r} has missing or blank values")
         sites, renamed["site"] = _renamed(as_text(frame, site_col), "site")
         site_expr = pl.lit(sites)
     else:
