@@ -355,3 +355,11 @@ def test_accents_are_dropped_and_blank_sites_refused():
     with pytest.raises(ReferenceDataError, match=r"site column 'site' has missing or blank "
                                                  r"values; 1 row\(s\): row 2"):
         from_survival_table(frame, "t", "e", site_col="site")
+
+
+def test_a_person_column_missing_on_some_rows_is_named():
+    frame = _cgd_like().assign(age=[12.0, None, 12.0, 30.0, 30.0, 8.0, 5.0, 5.0])
+    with pytest.raises(ReferenceDataError,
+                       match=r"'age' is missing on some of a person's rows.*: id 1$"):
+        from_counting_process(frame, "id", "start", "stop", "status", covariates=["age"],
+                              status_codes={0: "censored", 1: "infection", 2: "death"})

@@ -98,22 +98,33 @@ def _renamed(series: pl.Series, prefix: str) -> tuple[pl.Series, dict[str, str]]
 
 
 def person_values(table: pl.DataFrame, columns: list[str], what: str) -> pl.DataFrame:
-    """One row per person with the columns that must be constant within a person."""
+    """One row per person with the columns that must be constant within a person (site, sex,
+    age, covariates): a value that changes, or is missing on some of a person's rows only, is
+    named with the persons at fault."""
     if columns:
         spread = table.group_by("person_id", maintain_order=True).agg(
-            pl.col(c).n_unique().alias(c) for c in columns
-        )
+            *(pl.col(c).drop_nulls().n_unique().alias(c) for c in columns),
+            *(pl.col(c).null_count().alias(f"__nulls__{c}") for c in columns),
+            pl.len().alias("__rows__"),
+        ).rename({"person_id": ID_LABEL})
         for column in columns:
+            nulls = pl.col(f"__nulls__{column}")
             varying = spread.filter(pl.col(column) > 1)
             if varying.height:
                 raise ReferenceDataError(
-                    f"{what}: column {column!r} varies within a person (time-varying or "
-                    f"transition-specific columns, such as expand.covs' 'age.1', cannot be "
-                    f"person covariates; leave it out of covariates); "
-                    f"{describe_rows(varying.rename({'person_id': ID_LABEL}))}"
+                    f"{what}: column {column!r} varies within a person (a person's site, sex, "
+                    "age and covariates must be the same on all their rows: time-varying or "
+                    "transition-specific columns, such as expand.covs' 'age.1', cannot be one "
+                    f"of them; leave it out of covariates); {describe_rows(varying)}"
+                )
+            partly = spread.filter((nulls > 0) & (nulls < pl.col("__rows__")))
+            if partly.height:
+                raise ReferenceDataError(
+                    f"{what}: column {column!r} is missing on some of a person's rows but not "
+                    f"on others; fill it in on every row; {describe_rows(partly)}"
                 )
     return table.group_by("person_id", maintain_order=True).agg(
-        pl.col(c).first() for c in [ID_LABEL, *columns]
+        pl.col(ID_LABEL).first(), *(pl.col(c).drop_nulls().first() for c in columns)
     )
 
 
