@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -211,6 +212,39 @@ def as_text(frame: pl.DataFrame, column: str) -> pl.Series:
 
 
 # -- status codes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusCoding:
+    """What a status column means: a 0/1 flag whose 1 enters one state, or codes (code ->
+    ``'censored'`` or a state name)."""
+
+    codes: Mapping[Any, str]
+    flag: bool
+
+    @property
+    def states(self) -> list[str]:
+        """The states the codes enter, sorted."""
+        return sorted({v for v in self.codes.values() if v != CENSORED})
+
+    def outcomes(self, table: pl.DataFrame, column: str, what: str) -> pl.Series:
+        """``column`` read as ``'censored'`` or the state entered, bad rows named."""
+        if self.flag:
+            return flag_values(table, column, what).replace_strict(
+                {0: CENSORED, 1: self.states[0]}, return_dtype=pl.String)
+        return outcome_codes(table, column, self.codes, what)
+
+
+def status_coding(status_codes: Mapping[Any, str] | None, event_state: str,
+                  initial_state: str, what: str) -> StatusCoding:
+    """``status_codes``, or without them a 0/1 flag entering ``event_state``; refuses a code
+    that enters the initial state."""
+    coding = (StatusCoding({0: CENSORED, 1: state_name(event_state, what, "event_state")}, True)
+              if status_codes is None else StatusCoding(status_codes, False))
+    if initial_state in coding.states:
+        raise ReferenceDataError(f"{what}: {initial_state!r} is both the initial state and "
+                                 "the state of a status code")
+    return coding
 
 
 def outcome_codes(

@@ -31,12 +31,11 @@ from trajectories.io.table.common import (
     events_frame,
     exit_of,
     fail_rows,
-    flag_values,
     integer_ids,
-    outcome_codes,
     refuse_structural,
     require_columns,
     state_name,
+    status_coding,
     with_labels,
 )
 from trajectories.io.table.persons import persons_from_rows
@@ -92,20 +91,13 @@ def from_counting_process(
             f"{WHAT}: delayed_entry must be one of {list(ENTRY_RULES)}, got {delayed_entry!r}"
         )
     initial_state = state_name(initial_state, WHAT, "initial_state")
-    flag = status_codes is None
-    if flag:
-        status_codes = {0: CENSORED, 1: state_name(event_state, WHAT, "event_state")}
-    states = sorted({v for v in status_codes.values() if v != CENSORED})
-    if initial_state in states:
-        raise ReferenceDataError(f"{WHAT}: {initial_state!r} is both the initial state and "
-                                 "the state of a status code")
+    coding = status_coding(status_codes, event_state, initial_state, WHAT)
+    states = coding.states
 
     table = with_labels(table, id_col)
     for column, meaning in ((start_col, "start"), (stop_col, "stop")):
         check_times(table, column, WHAT, f"{meaning} in {time_unit}")
-    outcome = (flag_values(table, status_col, WHAT).replace_strict(
-        {0: CENSORED, 1: states[0]}, return_dtype=pl.String) if flag
-        else outcome_codes(table, status_col, status_codes, WHAT))
+    outcome = coding.outcomes(table, status_col, WHAT)
     table = table.with_columns(
         integer_ids(table, id_col, WHAT).alias("person_id"),
         (pl.col(start_col).cast(pl.Float64) * scale).alias("__start__"),

@@ -21,12 +21,11 @@ from trajectories.io.table.common import (
     default_covariates,
     events_frame,
     fail_rows,
-    flag_values,
     integer_ids,
-    outcome_codes,
     refuse_structural,
     require_columns,
     state_name,
+    status_coding,
     with_labels,
 )
 from trajectories.io.table.persons import build_persons
@@ -78,15 +77,10 @@ def from_survival_table(
         raise ReferenceDataError(f"{what}: no rows")
     scale = days_per_unit(time_unit, what)
     initial_state = state_name(initial_state, what, "initial_state")
-    flag = status_codes is None
-    if flag:
-        event_state = state_name(event_state, what, "event_state")
-        status_codes = {0: CENSORED, 1: event_state}
-        death_states = [event_state] if event_is_death else []
-    states = sorted({v for v in status_codes.values() if v != CENSORED})
-    if initial_state in states:
-        raise ReferenceDataError(f"{what}: {initial_state!r} is both the initial state and "
-                                 "the state of a status code")
+    coding = status_coding(status_codes, event_state, initial_state, what)
+    states = coding.states
+    if coding.flag:
+        death_states = states if event_is_death else []
 
     table = with_labels(table, id_col)
     if id_col is None:
@@ -97,11 +91,7 @@ def from_survival_table(
                   "duplicated ids (several rows per person need a start column: a "
                   "counting-process table)")
     check_times(table, duration_col, what, f"duration in {time_unit}")
-    if flag:
-        outcome = flag_values(table, event_col, what).replace_strict(
-            {0: CENSORED, 1: states[0]}, return_dtype=pl.String)
-    else:
-        outcome = outcome_codes(table, event_col, status_codes, what)
+    outcome = coding.outcomes(table, event_col, what)
     death = death_names(states, death_states, what)
     table = table.with_columns(
         ids,
