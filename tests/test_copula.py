@@ -1,7 +1,7 @@
 """Scenario ``[copula]``: a Gaussian copula joins drawn covariates (numeric and categorical) with
 a normal-scores correlation; it is validated with errors naming the field, leaves scenarios
-without it drawing what they always drew, and ``MultiStateModel(covariate_draw='marginal')``
-estimates it from a reference."""
+without it drawing what they always drew, and ``MultiStateModel()`` (by default
+``covariate_draw='copula'``) estimates it from a reference."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from trajectories import ScenarioError, load_scenario
+from trajectories.errors import PrivacyWarning
 from trajectories.fit import MultiStateModel, write_scenario
 from trajectories.scenario import scenario_from_dict
 from trajectories.simulate import MarkovSimulator
@@ -166,8 +167,7 @@ def reference():
 
 
 def test_marginal_fit_recovers_the_normal_scores_correlation(reference):
-    model = MultiStateModel(covariate_draw="marginal", processes=False,
-                            covariates=["x", "y", "grade"]).fit(reference)
+    model = MultiStateModel(processes=False, covariates=["x", "y", "grade"]).fit(reference)
     fitted = model.to_scenario()
     assert fitted.baseline is None and fitted.copula is not None
     order = fitted.copula.covariates
@@ -188,6 +188,8 @@ def test_marginal_fit_recovers_the_normal_scores_correlation(reference):
     expected = stats.spearmanr(ref["x"], ref["y"]).statistic
     assert abs(spearman - expected) < 4 * (1 - expected**2) * (1 / math.sqrt(ref.height)
                                                               + 1 / math.sqrt(persons.height))
-    # without it (resample mode) there is no copula, the rows carry the dependence
-    assert MultiStateModel(processes=False, covariates=["x"]).fit(reference).to_scenario() \
-        .copula is None
+    # resampling whole rows needs no copula: the rows carry the dependence
+    with pytest.warns(PrivacyWarning):
+        resampled = MultiStateModel(covariate_draw="resample", processes=False,
+                                    covariates=["x", "y"]).fit(reference)
+    assert resampled.to_scenario().copula is None

@@ -282,7 +282,8 @@ def test_knots_follow_the_known_window_and_censoring(known):
     reference, model = known
     for site in ("A", "B", "C"):
         fit = model.censoring_[site]
-        persons = reference.persons.filter(pl.col("site") == site)
+        # site D (8 persons, below MIN_CELL) is fitted as part of the largest site, A
+        persons = reference.persons.filter(pl.col("site").is_in([site, *(["D"] * (site == "A"))]))
         n = persons.height
         assert fit.pooled == [] and fit.n_persons == n
         assert len(fit.index_dates) == knot_count(n) == min(51, n // 10)
@@ -324,22 +325,24 @@ def test_no_end_knot_is_an_extreme_of_a_small_cell(known):
                 assert high < values.max(), site
 
 
-def test_a_small_site_takes_the_pooled_distributions_with_a_note(known):
+def test_a_small_site_is_fitted_with_the_largest_and_small_cells_take_the_pooled_knots(known):
     reference, model = known
-    small = model.censoring_["D"]
-    assert small.n_persons == SIZES["D"] < MIN_CELL
-    assert small.pooled == ["index_dates", "censoring"]
+    # site D (8 persons): too small to be a site of its own, or to be pooled alone
+    assert "D" not in model.sites_ and SIZES["D"] < MIN_CELL
+    assert any("['D']" in note and "'A'" in note for note in model.summary()["notes"])
+    assert "D" not in set(model.simulate(500, seed=1).persons["site"].to_list())
+    # a site of fewer than MIN_CELL persons given to fit_site takes the pooled knots
     persons = reference.persons
     pooled = fit_site(persons["index_date"].cast(pl.Int64).to_numpy(),
                       persons["followup_end"].to_numpy(),
                       persons["exit"].is_in(CENSORED_EXITS).to_numpy())
+    few = persons.filter(pl.col("site") == "D")
+    small = fit_site(few["index_date"].cast(pl.Int64).to_numpy(), few["followup_end"].to_numpy(),
+                     few["exit"].is_in(CENSORED_EXITS).to_numpy(), pooled=pooled)
+    assert small.n_persons == SIZES["D"] and small.pooled == ["index_dates", "censoring"]
     assert small.index_dates == pooled.index_dates
     assert (small.levels, small.days, small.max_days) == (pooled.levels, pooled.days,
                                                           pooled.max_days)
-    assert any("site 'D'" in note and "pooled" in note for note in model.summary()["notes"])
-    scenario = model.to_scenario()
-    site = next(s for s in scenario.sites if s.name == "D")
-    assert site.index_dates.quantiles == pooled.index_dates
 
 
 def test_the_fitted_model_reproduces_dates_and_censoring_where_the_window_fit_cannot(known):

@@ -14,17 +14,11 @@ import pandas as pd
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from scipy import stats
 
 from trajectories.cohort import Cohort
+from trajectories.errors import PrivacyWarning
 from trajectories.fit import FitError, MultiStateModel
-from trajectories.fit.covariates import (
-    CovariateError,
-    baseline_rows,
-    describe,
-    marginals,
-    resample_rows,
-)
+from trajectories.fit.covariates import CovariateError, baseline_rows
 from trajectories.fit.processes import _in_spells
 from trajectories.fit.references import stanford_heart
 from trajectories.io import from_survival_table
@@ -123,7 +117,7 @@ def test_fitted_full_scenario_passes_validation(full_model, full_reference):
 # -- covariates ------------------------------------------------------------------------------------
 
 
-def test_age_is_derived_from_birth_dates_and_resampling_keeps_rows_and_sites():
+def test_age_is_derived_from_birth_dates():
     frame = pd.DataFrame({"t": [10.0, 20, 30, 40, 50, 60], "e": [1, 0, 1, 1, 0, 1],
                           "age": [40.0, 50, 60, 70, 45, 55], "site": list("AAABBB"),
                           "grade": ["low", "high", "low", "high", "high", "low"]})
@@ -132,27 +126,21 @@ def test_age_is_derived_from_birth_dates_and_resampling_keeps_rows_and_sites():
     rows = baseline_rows(cohort)
     assert rows.columns == ["person_id", "site", "grade", "age"]
     np.testing.assert_allclose(rows["age"].to_numpy(), frame["age"], atol=1 / 365.25)
-    rng = np.random.default_rng(0)
-    sites = rng.integers(0, 2, 6000)
-    drawn = resample_rows(rows, sites, ["A", "B"], rng)
-    assert (drawn["site"].to_numpy() == np.array(["A", "B"])[sites]).all()
-    assert drawn.join(rows, on=list(rows.columns), how="anti").height == 0  # whole rows
-    share = drawn.filter(pl.col("site") == "A")["person_id"].value_counts()["count"] / (
-        (sites == 0).sum())
-    assert np.all(np.abs(share.to_numpy() - 1 / 3) < 4 * math.sqrt(2 / 9 / (sites == 0).sum()))
 
 
-def test_resampled_rows_round_trip_through_a_moved_model_directory(full_model, full_reference,
-                                                                    tmp_path):
-    scenario = full_model.to_scenario()
+def test_resampled_rows_round_trip_through_a_moved_model_directory(full_reference, tmp_path):
+    with pytest.warns(PrivacyWarning, match="copies real persons' covariate rows"):
+        model = MultiStateModel(covariate_draw="resample", processes=False).fit(full_reference)
+    scenario = model.to_scenario()
     assert scenario.baseline is not None
     assert sorted(scenario.baseline_columns()) == ["age", "arm", "sex"]
-    ours = full_model.simulate(2000, seed=4)
-    # each new person carries a whole reference row of its own site
+    ours = model.simulate(2000, seed=4)
+    # each new person carries a whole reference row of its own site, in its site's shares
     rows = baseline_rows(full_reference)
     assert ours.persons.join(rows, on=["site", "age", "arm", "sex"], how="anti").height == 0
-    saved = full_model.save(tmp_path / "model")
+    saved = model.save(tmp_path / "model")
     assert '[baseline]\nrows = "baseline.parquet"' in (saved / "scenario.toml").read_text()
+    assert "person_id" not in pl.read_parquet(saved / "baseline.parquet").columns
     moved = Path(shutil.move(saved, tmp_path / "moved"))
     loaded = load_scenario(moved / "scenario.toml")
     assert loaded.baseline.rows == str((moved / "baseline.parquet").resolve())
@@ -163,16 +151,21 @@ def test_resampled_rows_round_trip_through_a_moved_model_directory(full_model, f
 
 
 def test_an_in_memory_scenario_keeps_its_rows_when_the_model_is_gone(stanford):
-    scenario = MultiStateModel(processes=False).fit(stanford).to_scenario()
+    with pytest.warns(PrivacyWarning):
+        model = MultiStateModel(covariate_draw="resample", processes=False).fit(stanford)
+    scenario = model.to_scenario()
+    del model
     gc.collect()
     assert Path(scenario.baseline.rows).is_file()
     again = scenario_from_dict(scenario.model_dump(mode="json", by_alias=True))
     assert again.content_hash() == scenario.content_hash()
-    marginal = MultiStateModel(covariate_draw="marginal", processes=False).fit(stanford)
-    assert marginal.to_scenario().baseline is None
-    cohort = marginal.simulate(300, seed=1)
-    # marginal draws: ages are not the reference's values
+    synthesised = MultiStateModel(processes=False).fit(stanford)
+    assert synthesised.to_scenario().baseline is None and synthesised.baseline_rows_ is None
+    cohort = synthesised.simulate(300, seed=1)
+    # synthesised draws: ages are not the reference's values
     assert cohort.persons.join(baseline_rows(stanford), on="age", how="semi").height == 0
+    with pytest.warns(DeprecationWarning, match="'marginal' is now 'copula'"):
+        assert MultiStateModel(covariate_draw="marginal").covariate_draw == "copula"
 
 
 def test_a_reference_without_covariates_needs_no_baseline_rows():
@@ -180,23 +173,6 @@ def test_a_reference_without_covariates_needs_no_baseline_rows():
     model = MultiStateModel().fit(from_survival_table(frame, "t", "e"))
     assert model.specs_ == [] and model.to_scenario().baseline is None
     assert model.simulate(50, seed=0).n_persons == 50
-
-
-def test_truncated_normal_marginals_keep_each_site_mean():
-    rng = np.random.default_rng(2)
-    values = np.concatenate([rng.exponential(5.0, 400) + 1, rng.exponential(8.0, 600) + 1])
-    rows = pl.DataFrame({"person_id": np.arange(1000), "site": ["A"] * 400 + ["B"] * 600,
-                         "nodes": values})
-    specs = describe(rows, ["nodes"])
-    covariates, case_mix, _ = marginals(rows, specs, ["B", "A"])
-    spec = covariates["nodes"]
-    for site, sample in (("A", values[:400]), ("B", values[400:])):
-        location = spec["mean"] + case_mix[site]["nodes"]
-        a, b = (spec["min"] - location) / spec["sd"], (spec["max"] - location) / spec["sd"]
-        mean = stats.truncnorm.mean(a, b, loc=location, scale=spec["sd"])
-        assert mean == pytest.approx(sample.mean(), rel=1e-8)
-    assert spec["center"] == pytest.approx(values.mean())
-    assert spec["min"] == values.min() and spec["max"] == values.max()
 
 
 def test_covariate_problems_name_the_column():

@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trajectories", "validation", "scenarios")
 
-GROUND = {"errors", "progress", "parallel", "tomlfile", "hazards", "_version"}
+GROUND = {"errors", "progress", "parallel", "tomlfile", "hazards", "_version", "disclosure"}
 LAYERS = {
-    1: "ground: errors, progress, parallel, tomlfile, hazards, _version",
+    1: "ground: errors, progress, parallel, tomlfile, hazards, _version, disclosure",
     2: "the data model: trajectories.cohort",
     3: "formats: trajectories.scenario, trajectories.io, scenarios",
     4: "generators: trajectories.simulate, trajectories.fit, trajectories.sequence",

@@ -51,7 +51,7 @@ def _cohort(extra_events: list[tuple] = ()) -> Cohort:
 
 @pytest.fixture(scope="module")
 def vocab() -> Vocabulary:
-    return build_vocabulary(_cohort(), numeric_bins=2, end_bins=4)
+    return build_vocabulary(_cohort(), numeric_bins=2, end_bins=4, min_cell=1)
 
 
 def test_vocabulary_lists_statics_codes_and_end_marks(vocab: Vocabulary) -> None:
@@ -122,11 +122,11 @@ def test_vocabulary_round_trips_through_json(vocab: Vocabulary) -> None:
 
 def test_end_bins_keep_frequent_exact_dates_as_atoms() -> None:
     cohort = _cohort()
-    base = build_vocabulary(cohort)
+    base = build_vocabulary(cohort, min_cell=1)
     times = np.array([730.0] * 40 + list(np.linspace(10, 700, 60)))
     from trajectories.sequence.tokenizer import _end_bins
 
-    atoms, edges = _end_bins(times, 8)
+    atoms, edges = _end_bins(times, 8, min_cell=1)
     assert atoms == [730.0]
     assert edges[0] == 10.0 and edges[-1] == 730.0 and len(edges) == 9
     vocab = Vocabulary(**{**base.__dict__, "end_atoms": atoms, "end_edges": edges})

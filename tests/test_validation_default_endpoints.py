@@ -218,7 +218,7 @@ def test_an_initial_state_never_left_gets_no_endpoint_and_says_so() -> None:
     assert report.notes == ["no death state in the reference, and no person leaves 'alive': no "
                             "default endpoint; declare endpoints to get survival checks"]
     assert {c.group for c in report.checks} == {"integrity", "transitions", "distributions",
-                                                "follow-up"}
+                                                "follow-up", "privacy"}
     assert report.passed
 
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from trajectories import progress
+from trajectories.cli_analyze import analyze
 from trajectories.cli_import import import_app
 from trajectories.cli_output import err, out, print_frame
 from trajectories.errors import TrajectoriesError
@@ -77,13 +78,28 @@ def simulate(
     workers: WorkersOption = "1",
     executor: ExecutorOption = "local",
     scheduler: SchedulerOption = None,
+    replicates: Annotated[
+        int | None, typer.Option(help="With --model: write this many cohorts "
+                                 "--out/replicate-1 ..., each from its own parameter draw "
+                                 "(for `trajectories analyze`).")
+    ] = None,
+    draws: Annotated[
+        str | None, typer.Option(help="With --model: how each replicate's parameters are "
+                                 "drawn: asymptotic (normal law of the estimates; the default "
+                                 "with --replicates), bootstrap (refit on a person bootstrap "
+                                 "of --reference) or none.")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="The reference cohort the model was fitted to, for "
+                                  "--draws bootstrap.")
+    ] = None,
 ) -> None:
     """Simulate a cohort from SCENARIO (or a fitted --model) and write it to --out.
 
     With --shards auto the cohort is written as one file per block, spread over --workers on
     a local process pool or a Dask cluster; the files are identical whatever the workers, and
     running the same command again after an interruption redoes only the missing blocks."""
-    from trajectories.fit.model import SCENARIO_FILE
+    from trajectories.fit.model import SCENARIO_FILE, saved_provenance
     from trajectories.simulate import MarkovSimulator
 
     if (scenario is None) == (model is None):
@@ -91,7 +107,12 @@ def simulate(
     source = str(model / SCENARIO_FILE) if model is not None else scenario
     if model is not None and not (model / SCENARIO_FILE).is_file():
         raise TrajectoriesError(f"{model}: not a model directory ({SCENARIO_FILE} missing)")
-    simulator = MarkovSimulator(source, block_size=block_size)
+    if replicates is not None or draws is not None:
+        _simulate_replicates(model, out_dir, replicates, draws, reference, n, seed, overwrite,
+                             block_size, sharded=shards is not None or workers != "1")
+        return
+    provenance = saved_provenance(model) if model is not None else {}
+    simulator = MarkovSimulator(source, block_size=block_size, provenance=provenance)
     sharded = shards is not None or workers != "1" or executor != "local" or scheduler
     if shards not in (None, "auto"):
         raise TrajectoriesError(f"simulate: --shards takes 'auto' (one file per block), got "
@@ -105,6 +126,26 @@ def simulate(
     else:
         directory = simulator.simulate_to(out_dir, n=n, seed=seed, overwrite=overwrite)
     out.print(f"wrote cohort of scenario [bold]{simulator.scenario.name}[/] to {directory}")
+
+
+def _simulate_replicates(model: Path | None, out_dir: Path, replicates: int | None,
+                         draws: str | None, reference: Path | None, n: int | None, seed: int,
+                         overwrite: bool, block_size: int, sharded: bool) -> None:
+    from trajectories.cohort import Cohort
+    from trajectories.fit.replicates import simulate_replicates
+
+    if model is None:
+        raise TrajectoriesError("simulate: --replicates and --draws need --model (a model "
+                                "written by `trajectories fit`, with its estimates' "
+                                "covariances)")
+    if sharded:
+        raise TrajectoriesError("simulate: --replicates writes single-file cohorts; leave out "
+                                "--shards and --workers")
+    written = simulate_replicates(
+        model, out_dir, m=replicates or 1, draws=draws or "asymptotic", n=n, seed=seed,
+        reference=None if reference is None else Cohort.read(reference), overwrite=overwrite,
+        block_size=block_size)
+    out.print(f"wrote {len(written)} replicate(s) ({draws or 'asymptotic'} draws) to {out_dir}")
 
 
 def _parallel(executor: str, workers: str, scheduler: str | None):
@@ -145,51 +186,118 @@ def fit(
                           "quantiles per site) or parametric (uniform enrolment window, data "
                           "cut-off and constant loss to follow-up).")
     ] = "empirical",
+    covariate_draw: Annotated[
+        str, typer.Option(help="copula (per-site marginals joined by a Gaussian copula: the "
+                          "model holds aggregates only) or resample (whole reference rows: "
+                          "copies real persons' covariates into the model and every cohort).")
+    ] = "copula",
+    holdout_fraction: Annotated[
+        float, typer.Option(help="Share of the reference's persons left out of the fit, by a "
+                            "hash of their ids; validate then uses them as the privacy "
+                            "measures' control (0: fit on all).")
+    ] = 0.0,
+    holdout_seed: Annotated[int, typer.Option(help="Seed of the --holdout-fraction split.")] = 0,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Fit with differential privacy at this epsilon: every "
+                                   "estimate from noisy releases, the budget and guarantee "
+                                   "recorded in fit.json (one person replaced; the number of "
+                                   "persons, state, site and covariate names and levels are "
+                                   "public). No visits, measurements or drugs.")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="The delta of --epsilon (default: min(1e-5, "
+                                   "n ** -1.1) for n persons).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Fit a multi-state model to a reference cohort; writes an editable scenario.toml."""
+    import warnings
+
     from trajectories.cohort import Cohort
+    from trajectories.errors import PrivacyWarning
     from trajectories.fit import MultiStateModel
+    from trajectories.fit.model import RESAMPLE_WARNING
     from trajectories.fit.references import REFERENCES, load_reference
     from trajectories.io.table.files import parse_list
 
     cohort = load_reference(reference) if reference in REFERENCES else Cohort.read(reference)
     chosen = families if families == "auto" or "," not in families else families.split(",")
-    model = MultiStateModel(
-        families=chosen, clock=clock, site_effects=site_effects, censoring=censoring,
-        covariates=parse_list(covariates),
-    ).fit(cohort)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrivacyWarning)  # printed below, in its place
+        model = MultiStateModel(
+            families=chosen, clock=clock, site_effects=site_effects, censoring=censoring,
+            covariates=parse_list(covariates), covariate_draw=covariate_draw,
+            holdout_fraction=holdout_fraction, holdout_seed=holdout_seed,
+            epsilon=epsilon, delta=delta,
+        ).fit(cohort)
     model.save(out_dir, overwrite=overwrite)
     summary = model.summary()
     rows = [{"transition": t["transition"], "family": t["family"], "clock": t["clock"],
              "events": t["n_events"], "aic": t["aic"]} for t in summary["transitions"]]
     print_frame(pl.DataFrame(rows), f"Fitted model written to {out_dir}")
+    if "privacy" in summary:
+        record = summary["privacy"]
+        out.print(f"differential privacy: epsilon {record['epsilon_spent']:.4g} spent of "
+                  f"{record['epsilon']:g} (delta {record['delta']:.3g}, "
+                  f"{len(record['releases'])} releases, {record['accountant']})",
+                  highlight=False)
     for note in summary.get("notes", []):
-        out.print(f"note: {note}", highlight=False)
+        if note == RESAMPLE_WARNING:
+            out.print(f"[bold red]warning:[/] {note}", highlight=False)
+        else:
+            out.print(f"note: {note}", highlight=False)
 
 
 @app.command()
 def train(
-    reference: Annotated[Path, typer.Argument(help="The cohort directory to learn from.")],
+    reference: Annotated[str, typer.Argument(help="The cohort directory to learn from, or a "
+                                             "built-in reference dataset: stanford_heart, "
+                                             "gbsg2.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
     epochs: Annotated[int, typer.Option(help="Most training epochs (early stopping on the "
-                                        "held-out loss may stop sooner).")] = 20,
+                                        "held-out loss may stop sooner; exactly this many "
+                                        "with --epsilon).")] = 20,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     architecture: Annotated[str, typer.Option(help="transformer or gru.")] = "transformer",
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Train by DP-SGD (opacus) to this epsilon over the "
+                                   "planned --epochs, on every person, without early "
+                                   "stopping.")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="DP delta (default min(1e-5, n ** -1.1)); with "
+                                   "--epsilon.")
+    ] = None,
+    max_grad_norm: Annotated[
+        float, typer.Option(help="Gradient clipping norm: per person under --epsilon.")
+    ] = 1.0,
+    accountant: Annotated[str, typer.Option(help="DP accountant: rdp or prv.")] = "rdp",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Train the torch sequence model on a cohort; writes weights, config and vocabulary."""
     from trajectories.cohort import Cohort
+    from trajectories.fit.references import REFERENCES, load_reference
     from trajectories.sequence import SequenceModel
 
+    cohort = load_reference(reference) if reference in REFERENCES else Cohort.read(reference)
     model = SequenceModel(max_epochs=epochs, device=device, architecture=architecture,
-                          seed=seed).fit(Cohort.read(reference))
+                          seed=seed, max_grad_norm=max_grad_norm, epsilon=epsilon, delta=delta,
+                          accountant=accountant).fit(cohort)
     model.save(out_dir, overwrite=overwrite)
     history = model.training_.get("history", [])
+    checkpoint = f"checkpoint {model.checkpoint_hash()[:12]} written to {out_dir}"
+    for note in model.training_.get("small_cells", {}).get("notes", []):
+        out.print(f"note: {note}", highlight=False)
+    privacy = model.training_.get("privacy")
+    if privacy is not None:
+        out.print(f"trained {len(history)} epoch(s) by DP-SGD: epsilon {privacy['epsilon']:.3f} "
+                  f"(target {privacy['target_epsilon']:g}) at delta {privacy['delta']:.3g}, "
+                  f"noise multiplier {privacy['noise_multiplier']:.3f}, {privacy['accountant']} "
+                  f"accountant; {checkpoint}", highlight=False)
+        return
     best = min((h.get("validation_loss", float("inf")) for h in history), default=float("nan"))
-    out.print(f"trained {len(history)} epoch(s), best held-out loss {best:.4f}; checkpoint "
-              f"{model.checkpoint_hash()[:12]} written to {out_dir}")
+    out.print(f"trained {len(history)} epoch(s), best held-out loss {best:.4f}; {checkpoint}")
 
 
 @app.command()
@@ -247,14 +355,24 @@ def calibrate(
 
 @app.command()
 def describe(
-    cohort_dir: Annotated[Path, typer.Argument(help="A cohort directory.")],
+    cohort_dir: Annotated[Path | None, typer.Argument(help="A cohort directory.")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A model directory (of `trajectories fit` or `train`) "
+                                  "instead: list exactly what each of its files stores.")
+    ] = None,
 ) -> None:
-    """Summarise a cohort: persons per site, events per code, follow-up, states, exits.
+    """Summarise a cohort: persons per site, events per code, follow-up, states, exits; or,
+    with --model, what a model directory stores (and its privacy guarantee, if any).
 
     A partitioned cohort is read one block at a time, never whole."""
     from trajectories.cohort import Cohort, read_cohort
     from trajectories.summary import summarize
 
+    if (cohort_dir is None) == (model is None):
+        raise TrajectoriesError("describe: give a COHORT_DIR or --model MODEL_DIR, not both")
+    if model is not None:
+        _describe_model(model)
+        return
     cohort = read_cohort(cohort_dir)
     manifest = cohort.manifest
     n_events = (cohort.events.height if isinstance(cohort, Cohort)
@@ -269,6 +387,18 @@ def describe(
     print_frame(summary.states, "States entered")
     print_frame(summary.exits, "How follow-up ended")
     print_frame(summary.codes, "Events per code")
+
+
+def _describe_model(directory: Path) -> None:
+    from trajectories.inventory import model_inventory
+
+    inventory, privacy = model_inventory(directory)
+    print_frame(inventory, f"What {directory} stores")
+    if privacy:
+        out.print_json(data=privacy)
+    else:
+        out.print("no differential privacy guarantee (fitted without --epsilon)",
+                  highlight=False)
 
 
 export_app = typer.Typer(help="Export a cohort to other formats.", no_args_is_help=True)
@@ -359,6 +489,7 @@ def export_meds(
 
 
 app.add_typer(import_app, name="import")
+app.command("analyze")(analyze)
 
 
 @app.command("check-omop")
@@ -430,6 +561,16 @@ def validate(
     workers: WorkersOption = "1",
     executor: ExecutorOption = "local",
     scheduler: SchedulerOption = None,
+    holdout: Annotated[
+        Path | None, typer.Option(help="A cohort directory of real persons from the reference's "
+                                  "population that the generator never saw (not fitted on): "
+                                  "the control of the privacy checks (copies beyond chance, "
+                                  "distance to closest record, membership inference, "
+                                  "singling-out, linkability and inference risks). Default: "
+                                  "the holdout part of the reference's split when SYNTHETIC's "
+                                  "manifest records one (fit --holdout-fraction), else the "
+                                  "privacy section shows copy shares only.")
+    ] = None,
 ) -> None:
     """Compare SYNTHETIC with a reference; exit 0 if every check passes, 1 if any fails.
 
@@ -452,12 +593,16 @@ def validate(
         seed=seed,
         resolution="auto" if resolution is None else resolution,
         parallel=_parallel(executor, workers, scheduler),
+        holdout=Cohort.read(holdout) if holdout is not None else None,
     )
     report.mkdir(parents=True, exist_ok=True)
     result.write_json(report / "report.json")
     result.write_html(report / "report.html")
     for note in result.notes:
         out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    if "privacy" in result.context:
+        out.print(f"privacy: {result.context['privacy']}", markup=False, highlight=False,
+                  soft_wrap=True)
     _print_verdicts(result)
     out.print(f"report written to {report / 'report.html'} and {report / 'report.json'}")
     raise typer.Exit(0 if result.passed else 1)

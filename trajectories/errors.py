@@ -63,3 +63,19 @@ class CoxConvergenceError(SurvivalDataError):
 
 class CalibrationError(TrajectoriesError):
     """Targets or parameters that cannot be calibrated (unknown endpoint, state, covariate)."""
+
+
+class InferenceError(TrajectoriesError):
+    """An analysis of synthetic replicates (or of a real cohort augmented with a synthetic one)
+    cannot be run as asked: unknown covariate or endpoint, replicates that disagree, a combining
+    rule that needs more replicates than there are."""
+
+
+class PrivacyWarning(UserWarning):
+    """An output that discloses more about real persons than the defaults would (e.g. whole
+    reference rows resampled into synthetic persons)."""
+
+
+class PrivateTrainingError(TrajectoriesError):
+    """Differentially private (DP-SGD) training cannot proceed as asked: a budget that cannot
+    be reached, or a network opacus cannot compute per-sample gradients for."""

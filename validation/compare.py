@@ -23,10 +23,13 @@ from trajectories.cohort import (
     Cohort,
     PartitionedCohort,
     death_states,
+    holdout_split,
     initial_states,
     state_names,
 )
+from trajectories.errors import TrajectoriesError
 from trajectories.parallel import Parallel, parallel_from
+from trajectories.privacy import checks as privacy
 from validation import (
     integrity,
     lazy,
@@ -64,6 +67,7 @@ def compare(
     executor: str | None = None,
     workers: int | str | None = None,
     scheduler: str | None = None,
+    holdout: Cohort | None = None,
 ) -> Report:
     """Compare a synthetic cohort with a reference cohort (or published figures).
 
@@ -81,17 +85,29 @@ def compare(
     of both sides up to that grid before counting; "auto" rounds to whole days for partitioned
     cohorts above :data:`validation.lazy.AUTO_RESOLUTION_PERSONS` persons (keeping the
     aggregates small) and keeps times exact otherwise.
+
+    ``holdout``: real persons the generator never saw. With one, the privacy checks
+    (:mod:`trajectories.privacy.checks`, group "privacy") judge the synthetic cohort against
+    the reference as its train cohort with ``holdout`` the control; without one, a synthetic
+    cohort whose manifest records the split its generator was fitted on (``reference_split``)
+    is measured against the train part of the same split of the reference, with its holdout
+    part the control; otherwise the copy shares against the reference are shown, not judged.
     """
     th = thresholds or Thresholds()
     parallel = parallel_from(parallel, executor, workers, scheduler)
     if isinstance(reference, PublishedFigures):
-        return compare_published(synthetic, reference, thresholds=th, seed=seed,
-                                 figures=figures, parallel=parallel)
+        report = compare_published(synthetic, reference, thresholds=th, seed=seed,
+                                   figures=figures, parallel=parallel)
+        report.context["privacy"] = privacy.PUBLISHED + (
+            "; the holdout given is not used" if holdout is not None else "")
+        return report
     rng = np.random.default_rng(seed)
     col = Collector()
     states = state_names(reference)
     absorbing = transitions.infer_absorbing_states(reference)
     context = _compared(synthetic, reference)
+    train, control, sides = _privacy_sides(synthetic, reference, holdout)
+    context |= sides
     endpoints, notes = _endpoints(endpoints, reference, states, absorbing)
     resolution = _resolution(resolution, synthetic)
     syn = _synthetic_aggregates(synthetic, endpoints, absorbing, resolution, seed,
@@ -127,6 +143,7 @@ def compare(
                   for site in [None, *sites]]
     sample_checks.distribution_info(col, syn.sample, reference, rng, SAMPLE_CAP)
     sample_checks.followup_checks(col, syn.sample, reference, sites, rng, SAMPLE_CAP)
+    context |= _privacy(col, syn.sample, train, control, th, seed)
 
     level = col.resolve(th.alpha)
     context |= {"tests sharing alpha": f"{len(col.pending)} (each at {level:.2g})"}
@@ -143,6 +160,50 @@ def _compared(synthetic: Cohort | PartitionedCohort, reference: Cohort) -> dict[
                      f"{synthetic.manifest.scenario_name}, seed {synthetic.manifest.seed})",
         "reference": f"{reference.n_persons:,} persons ({reference.manifest.generator})",
     }
+
+
+def _privacy_sides(synthetic: Cohort | PartitionedCohort, reference: Cohort,
+                   holdout: Cohort | None) -> tuple[Cohort, Cohort | None, dict[str, str]]:
+    """The privacy checks' train cohort and control (None: no holdout), and context lines
+    saying which: the reference and ``holdout``, or both parts of the reference's split
+    recorded in the synthetic manifest (the holdout given, if any, replaces its holdout part)."""
+    split = synthetic.manifest.reference_split
+    train, described = reference, f"the reference ({reference.n_persons:,} persons)"
+    source = None if holdout is None else f"given ({holdout.n_persons:,} persons)"
+    if split is not None:
+        try:
+            fraction, split_seed = float(split["fraction"]), int(split["seed"])
+        except (KeyError, TypeError, ValueError):
+            raise TrajectoriesError(
+                f"synthetic manifest: reference_split must be {{'fraction': f, 'seed': s}}, got "
+                f"{split!r}") from None
+        recorded_print = synthetic.manifest.reference_fingerprint
+        if recorded_print is not None and recorded_print != (
+                reference.manifest.reference_fingerprint or reference.fingerprint()):
+            if holdout is None:
+                return reference, None, {"privacy split": (
+                    "the synthetic manifest records a split of another reference (fingerprints "
+                    "differ): its holdout part here could hold persons the generator saw, so "
+                    "it is not used")}
+        else:
+            train, recorded = holdout_split(reference, fraction, split_seed)
+            described = (f"the train part of the reference ({train.n_persons:,} of "
+                         f"{reference.n_persons:,} persons), split as the synthetic manifest "
+                         f"records (reference_split: fraction {fraction:g}, seed {split_seed})")
+            if holdout is None:
+                holdout = recorded
+                source = f"the holdout part of that split ({recorded.n_persons:,} persons)"
+    if holdout is None:
+        return train, None, {}
+    return train, holdout, {"privacy train": described, "privacy holdout": str(source)}
+
+
+def _privacy(col: Collector, sample: Cohort, train: Cohort, control: Cohort | None,
+             th: Thresholds, seed: int) -> dict[str, str]:
+    """The privacy section: judged against a holdout, else copy shares shown with a note."""
+    if control is None:
+        return privacy.no_holdout_checks(col, sample, train)
+    return privacy.privacy_checks(col, sample, train, control, th, seed)
 
 
 def _endpoints(endpoints: Iterable[Endpoint] | None, reference: Cohort, states: list[str],

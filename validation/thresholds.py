@@ -13,6 +13,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trajectories.errors import TrajectoriesError
+from trajectories.privacy.limits import (
+    CLOSER_TO_TRAIN_BAND,
+    MAX_ATTACK_RISK,
+    MAX_COPY_EXCESS,
+    MAX_MEMBERSHIP_AUC,
+)
 from trajectories.tomlfile import explain, read_toml
 
 
@@ -55,6 +61,27 @@ class Thresholds(BaseModel):
     )
     min_site_persons: int = Field(
         30, ge=1, description="sites with fewer reference persons are shown, not judged"
+    )
+    max_copy_excess: float = Field(
+        MAX_COPY_EXCESS, ge=0, le=1,
+        description="privacy (with a holdout): how far the share of synthetic covariate rows "
+        "equal to a train row may exceed the share equal to a holdout row (plus sampling "
+        "allowance)",
+    )
+    closer_to_train_band: float = Field(
+        CLOSER_TO_TRAIN_BAND, gt=0, lt=0.5,
+        description="privacy: the share of synthetic persons closer to train than to holdout "
+        "must lie within 0.5 +- this (plus sampling allowance)",
+    )
+    max_membership_auc: float = Field(
+        MAX_MEMBERSHIP_AUC, gt=0.5, le=1,
+        description="privacy: distance-based membership-inference AUC margin (plus sampling "
+        "allowance); 0.5 is an attacker no better than chance",
+    )
+    max_attack_risk: float = Field(
+        MAX_ATTACK_RISK, ge=0, le=1,
+        description="privacy: singling-out, linkability and inference risks fail when the "
+        "lower end of their 95% interval exceeds this",
     )
 
 

@@ -7,6 +7,7 @@ exporter reads one. It imports nothing above the ground floor.
 - :mod:`.partitioned`: :class:`PartitionedCohort`, a sharded run's directory opened lazily
 - :mod:`.blocks`: block sources for streaming consumers; :func:`read_cohort`, :func:`scan_cohort`
 - :mod:`.queries`: state names, death and initial states, site subsets
+- :mod:`.split`: :func:`holdout_split`, a reference's train and holdout parts, reproducible
 """
 
 from trajectories.cohort.blocks import (
@@ -53,6 +54,7 @@ from trajectories.cohort.schema import (
     validate_tables,
     with_initial_state,
 )
+from trajectories.cohort.split import fit_part, holdout_split
 
 __all__ = [
     "CODE_PATTERN",
@@ -83,7 +85,9 @@ __all__ = [
     "cohort_files",
     "death_states",
     "find_violations",
+    "fit_part",
     "grouped_by_person",
+    "holdout_split",
     "initial_states",
     "is_partitioned",
     "next_of_person",

@@ -56,6 +56,10 @@ class Manifest(BaseModel):
     scenario_name: str | None = None
     scenario_hash: str | None = None
     reference_fingerprint: str | None = None
+    reference_split: dict[str, Any] | None = None
+    """How the reference was split before fitting, ``{"fraction": f, "seed": s}``: the generator
+    saw only the train part of :func:`trajectories.cohort.split.holdout_split`, and validation
+    recomputes the holdout part as the privacy measures' control. None: fitted on all of it."""
 
     @classmethod
     def new(cls, generator: str, n_persons: int, **fields: Any) -> Manifest:

@@ -1,13 +1,12 @@
-"""Baseline covariates of a reference cohort: the rows to resample (and the scenario's
-``[baseline]`` table pointing to them), how each column enters the hazard models (centred
-number or dummy-coded levels), and per-site marginal distributions (truncated normals and
-categorical levels) that declare the covariates and serve ``covariate_draw='marginal'``,
-with the normal-scores correlation that joins them there (the scenario's ``[copula]``).
+"""Baseline covariates of a reference cohort: one row per person (and the scenario's
+``[baseline]`` table pointing to them, for ``covariate_draw='resample'``), how each column
+enters the hazard models (centred number or dummy-coded levels), and the normal-scores
+correlation that joins the synthesised marginals (the scenario's ``[copula]``; the marginals
+themselves: :mod:`trajectories.fit.synthesis`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,15 +96,20 @@ def describe(
             specs.append(CovariateSpec(name, "numeric", center=float(center)))
             continue
         levels = sorted(column.cast(pl.String).unique().to_list())
-        bad = [lv for lv in levels if not re.fullmatch(LEVEL_NAME, lv) or len(lv) > 64]
-        if bad:
-            raise CovariateError(
-                f"reference cohort: covariate {name!r} has level(s) {bad[:5]} that are not "
-                "usable names in a scenario (a letter, then letters, digits, '_', '.', '-'); "
-                "recode them"
-            )
+        check_level_names(name, levels)
         specs.append(CovariateSpec(name, "categorical", levels=tuple(levels)))
     return specs
+
+
+def check_level_names(name: str, levels: Sequence[str]) -> None:
+    """Raise CovariateError unless every level of categorical ``name`` is a scenario name."""
+    bad = [lv for lv in levels if not re.fullmatch(LEVEL_NAME, lv) or len(lv) > 64]
+    if bad:
+        raise CovariateError(
+            f"reference cohort: covariate {name!r} has level(s) {bad[:5]} that are not "
+            "usable names in a scenario (a letter, then letters, digits, '_', '.', '-'); "
+            "recode them"
+        )
 
 
 def design(rows: pl.DataFrame, specs: Sequence[CovariateSpec]) -> tuple[np.ndarray, list]:
@@ -123,79 +127,7 @@ def design(rows: pl.DataFrame, specs: Sequence[CovariateSpec]) -> tuple[np.ndarr
     return x, keys
 
 
-# -- marginals for today's schema ------------------------------------------------------------------
-
-
-def _truncated_mean(mu: float, sd: float, low: float, high: float) -> float:
-    a, b = (low - mu) / sd, (high - mu) / sd
-    return float(stats.truncnorm.mean(a, b, loc=mu, scale=sd))
-
-
-def truncated_normal_location(mean: float, sd: float, low: float, high: float) -> float:
-    """The normal's mean parameter whose truncation to [low, high] has mean ``mean``."""
-    if not low < mean < high or sd <= 0:
-        return mean
-    lo, hi = low - 10 * sd - (high - low), high + 10 * sd + (high - low)
-    try:
-        return float(optimize.brentq(lambda mu: _truncated_mean(mu, sd, low, high) - mean,
-                                     lo, hi, xtol=1e-10 * max(1.0, abs(mean))))
-    except ValueError:
-        return mean
-
-
-def marginals(
-    rows: pl.DataFrame, specs: Sequence[CovariateSpec], sites: Sequence[str]
-) -> tuple[dict[str, dict], dict[str, dict[str, float | dict[str, float]]], list[str]]:
-    """Scenario ``[covariates]`` tables and each site's ``case_mix``, and notes.
-
-    Numbers become normals truncated to the observed range, with the within-site standard
-    deviation and mean parameters solved so that each site's truncated mean equals its sample
-    mean (the site's shift is its ``case_mix``); text becomes categorical levels with pooled
-    and per-site proportions. Dependence between covariates is not kept (resampling the rows
-    keeps it; see :func:`resample_rows`).
-    """
-    covariates: dict[str, dict] = {}
-    case_mix: dict[str, dict] = {site: {} for site in sites}
-    notes: list[str] = []
-    for spec in specs:
-        if spec.kind == "categorical":
-            counts = rows.group_by("site", spec.name).len()
-            total = rows.height
-            pooled = {lv: int(counts.filter(pl.col(spec.name) == lv)["len"].sum()) / total
-                      for lv in spec.levels}
-            covariates[spec.name] = {"kind": "categorical", "levels": _normalised(pooled),
-                                     "reference": spec.levels[0]}
-            if len(sites) > 1:
-                for site in sites:
-                    here = counts.filter(pl.col("site") == site)
-                    n = int(here["len"].sum())
-                    share = {lv: int(here.filter(pl.col(spec.name) == lv)["len"].sum()) / n
-                             for lv in spec.levels}
-                    case_mix[site][spec.name] = _normalised(share)
-            continue
-        values = rows.get_column(spec.name).cast(pl.Float64)
-        low, high = float(values.min()), float(values.max())
-        if values.n_unique() <= 2:
-            notes.append(f"covariate {spec.name!r} takes two values; drawn from a truncated "
-                         "normal with its mean (covariate_draw='resample' keeps its values)")
-        stats_by_site = rows.group_by("site").agg(
-            pl.col(spec.name).cast(pl.Float64).mean().alias("mean"),
-            pl.col(spec.name).cast(pl.Float64).var(ddof=0).alias("var"),
-            pl.len().alias("n"),
-        )
-        within = float((stats_by_site["var"] * stats_by_site["n"]).sum() / rows.height)
-        sd = math.sqrt(within) if within > 0 else max(1e-6, (high - low) / 100 or 1e-6)
-        if high <= low:
-            high = low + sd
-        mean = float(values.mean())
-        location = truncated_normal_location(mean, sd, low, high)
-        covariates[spec.name] = {"kind": "normal", "mean": location, "sd": sd, "min": low,
-                                 "max": high, "center": spec.center}
-        if len(sites) > 1:
-            for row in stats_by_site.iter_rows(named=True):
-                site_location = truncated_normal_location(row["mean"], sd, low, high)
-                case_mix[row["site"]][spec.name] = site_location - location
-    return covariates, case_mix, notes
+# -- the copula ------------------------------------------------------------------------------------
 
 
 COPULA_MAX_CORRELATION = 0.999
@@ -203,6 +135,10 @@ COPULA_MAX_CORRELATION = 0.999
 COPULA_MIN_EIGENVALUE = 1e-3
 """Smallest eigenvalue kept (a rounded matrix must stay positive definite)."""
 SITE_COLUMN = "site"
+COARSE_VALUES = 10
+"""A covariate with at most this many values is coarse: a pair of them takes the polychoric."""
+FAR = 10.0
+"""Normal thresholds beyond +-this stand for infinity in the bivariate-normal CDF."""
 
 
 def copula_table(rows: pl.DataFrame, specs: Sequence[CovariateSpec]) -> dict[str, object] | None:
@@ -214,10 +150,14 @@ def copula_table(rows: pl.DataFrame, specs: Sequence[CovariateSpec]) -> dict[str
     (a, b) = Phi^-1 of its rank range / n and scores g = Phi^-1(mid-rank / n). Pearson
     correlations of the scores, pooled over sites (so case-mix is not mistaken for
     dependence), are divided by each score's attenuation E[Z g] / sd(g) (1 without ties,
-    E[Z | a < Z < b] = (phi(a) - phi(b)) / (Phi(b) - Phi(a)) with them), which undoes the
-    loss of coarse categories to first order; the matrix is then made positive definite.
+    E[Z | a < Z < b] = (phi(a) - phi(b)) / (Phi(b) - Phi(a)) with them): exact for a
+    number against a category (the polyserial correlation, Olsson, Drasgow & Dorans 1982).
+    Two coarse covariates (at most ``COARSE_VALUES`` values each) take instead their
+    polychoric correlation, the maximum-likelihood latent correlation of their cross-table
+    with each site's thresholds (Olsson 1979, Psychometrika 44:443-460). The matrix is then
+    made positive definite.
     """
-    scores, attenuation, names = [], [], []
+    scores, attenuation, names, bounds, coarse = [], [], [], [], []
     for spec in specs:
         value = pl.col(spec.name)
         if spec.kind == "categorical":
@@ -239,9 +179,23 @@ def copula_table(rows: pl.DataFrame, specs: Sequence[CovariateSpec]) -> dict[str
         scores.append(g)
         attenuation.append(float(np.mean(g * inside) / np.std(g)))
         names.append(spec.name)
+        bounds.append((a, b))
+        coarse.append(rows.get_column(spec.name).n_unique() <= COARSE_VALUES)
     if len(names) < 2:
         return None
     r = np.corrcoef(np.column_stack(scores), rowvar=False) / np.outer(attenuation, attenuation)
+    site = rows.get_column(SITE_COLUMN).to_numpy()
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            if coarse[i] and coarse[j]:
+                r[i, j] = r[j, i] = polychoric(*bounds[i], *bounds[j], site)
+    return {"covariates": names, "correlation": positive_definite(r).tolist()}
+
+
+def positive_definite(r: np.ndarray) -> np.ndarray:
+    """A correlation estimate made a valid copula matrix: symmetric, entries clipped to
+    +-``COPULA_MAX_CORRELATION``, eigenvalues raised to ``COPULA_MIN_EIGENVALUE`` and rescaled
+    to a unit diagonal, rounded to 6 decimals (still positive definite)."""
     r = np.clip((r + r.T) / 2, -COPULA_MAX_CORRELATION, COPULA_MAX_CORRELATION)
     np.fill_diagonal(r, 1.0)
     values, vectors = np.linalg.eigh(r)
@@ -251,15 +205,31 @@ def copula_table(rows: pl.DataFrame, specs: Sequence[CovariateSpec]) -> dict[str
         r = r * np.outer(scale, scale)
     r = np.round((r + r.T) / 2, 6)
     np.fill_diagonal(r, 1.0)
-    return {"covariates": names, "correlation": r.tolist()}
+    return r
 
 
-def _normalised(shares: dict[str, float]) -> dict[str, float]:
-    total = sum(shares.values())
-    out = {k: v / total for k, v in shares.items()}
-    last = next(reversed(out))
-    out[last] = max(0.0, 1.0 - sum(v for k, v in out.items() if k != last))
-    return out
+def polychoric(a_low: np.ndarray, a_high: np.ndarray, b_low: np.ndarray, b_high: np.ndarray,
+               site: np.ndarray) -> float:
+    """The latent correlation of two coarse covariates: each person's (a_low, a_high) x
+    (b_low, b_high) normal rectangle (its site's thresholds), the correlation maximising the
+    bivariate-normal likelihood of the persons' rectangles (Olsson 1979)."""
+    cells = pl.DataFrame({"s": site, "al": a_low, "ah": a_high, "bl": b_low, "bh": b_high}) \
+        .group_by("s", "al", "ah", "bl", "bh").len()
+    count = cells.get_column("len").to_numpy()
+    al, ah, bl, bh = (np.clip(cells.get_column(c).to_numpy(), -FAR, FAR)
+                      for c in ("al", "ah", "bl", "bh"))
+    corners = np.concatenate([np.column_stack(p) for p in ((ah, bh), (al, bh), (ah, bl),
+                                                           (al, bl))])
+
+    def minus_loglik(rho: float) -> float:
+        cdf = stats.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]]).cdf(corners)
+        k = count.size
+        p = cdf[:k] - cdf[k:2 * k] - cdf[2 * k:3 * k] + cdf[3 * k:]
+        return -float(np.sum(count * np.log(np.maximum(p, 1e-300))))
+
+    bound = COPULA_MAX_CORRELATION
+    return float(optimize.minimize_scalar(minus_loglik, bounds=(-bound, bound),
+                                          method="bounded", options={"xatol": 1e-5}).x)
 
 
 def baseline_table(rows_file: str | Path, specs: Sequence[CovariateSpec]) -> dict[str, object]:
@@ -267,23 +237,3 @@ def baseline_table(rows_file: str | Path, specs: Sequence[CovariateSpec]) -> dic
     written by :func:`baseline_rows`) from their own site, for every covariate in ``specs``."""
     return {"rows": str(rows_file), "site_column": "site",
             "columns": [spec.name for spec in specs]}
-
-
-# -- resampling ------------------------------------------------------------------------------------
-
-
-def resample_rows(
-    rows: pl.DataFrame, sites: np.ndarray, site_names: Sequence[str], rng: np.random.Generator
-) -> pl.DataFrame:
-    """For each new person (``sites``: index into ``site_names``), a baseline row drawn with
-    replacement from the reference rows of the same site; covariates keep their joint law."""
-    ordered = rows.sort("site", maintain_order=True)
-    labels = ordered.get_column("site").to_numpy()
-    names = np.asarray(site_names)
-    starts = np.searchsorted(labels, names, side="left")
-    counts = np.searchsorted(labels, names, side="right") - starts
-    empty = [str(s) for s, c in zip(names, counts, strict=True) if c == 0]
-    if empty:
-        raise CovariateError(f"resampling baseline rows: no reference rows for site(s) {empty}")
-    picks = starts[sites] + np.floor(rng.random(sites.size) * counts[sites]).astype(np.int64)
-    return ordered[picks]

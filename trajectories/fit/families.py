@@ -107,6 +107,7 @@ class TransitionFit:
                 {"name": n, "estimate": float(v), "std_error": float(s)}
                 for n, v, s in zip(self.names, self.estimates, self.std_errors, strict=True)
             ],
+            "cov": np.asarray(self.cov, dtype=float).tolist(),
             "notes": list(self.notes),
         }
 

@@ -11,6 +11,7 @@ scenario resamples, by default).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import json
@@ -25,19 +26,27 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from trajectories.cohort import STATE_PREFIX, Cohort, prepare_output_directory, state_names
+from trajectories.cohort import (
+    STATE_PREFIX,
+    Cohort,
+    fit_part,
+    prepare_output_directory,
+    state_names,
+)
+from trajectories.disclosure import MIN_CELL, merge_rare_levels
+from trajectories.errors import PrivacyWarning
 from trajectories.fit import censoring as censoring_fit
 from trajectories.fit import empirical, processes
 from trajectories.fit.covariates import (
     CovariateSpec,
     baseline_rows,
     baseline_table,
+    check_level_names,
     column_label,
-    copula_table,
     describe,
     design,
-    marginals,
 )
+from trajectories.fit.draws import DRAWS, bootstrap_cohort, draw_scenario
 from trajectories.fit.episodes import pooled_tails
 from trajectories.fit.families import (
     ALL_FAMILIES,
@@ -48,13 +57,16 @@ from trajectories.fit.families import (
     select_family,
 )
 from trajectories.fit.scenario_file import jsonable, scenario_toml
+from trajectories.fit.synthesis import fit_covariate_model
 from trajectories.fit.transition import SITE, FittedTransition
 from trajectories.scenario import Scenario, scenario_from_dict
 from trajectories.simulate import MarkovSimulator
 from trajectories.simulate.blocks import DEFAULT_BLOCK_SIZE
 
 CLOCKS = ("forward", "reset", "auto")
-COVARIATE_DRAWS = ("resample", "marginal")
+COVARIATE_DRAWS = ("copula", "resample")
+POOLED_SITE = "pooled_sites"
+"""The site that reference sites of fewer than ``MIN_CELL`` persons are fitted and drawn as."""
 CENSORINGS = ("empirical", "parametric")
 SITE_EFFECTS = ("fixed", "shrunk", "none")
 MIN_EVENTS_FOR_COVARIATES = 10
@@ -62,6 +74,10 @@ MIN_EVENTS_FOR_COVARIATES = 10
 MIN_DURATION = 1e-3
 """Days: a stay of zero length is given this length (log h0(0) may be infinite)."""
 SCENARIO_FILE, FIT_FILE, ROWS_FILE = "scenario.toml", "fit.json", "baseline.parquet"
+RESAMPLE_WARNING = (
+    "covariate_draw='resample' copies real persons' covariate rows: into every synthetic "
+    "person and into the saved model (baseline.parquet); share neither outside the reference's "
+    "governance (the default, 'copula', holds aggregates only)")
 
 
 class MultiStateModel:
@@ -75,18 +91,25 @@ class MultiStateModel:
     used (default: all, with age from birth dates and sex when complete). ``centers``: values
     at which numeric covariates are centred (default: their means). ``site_effects``: hazard
     ratios per site as fixed effects, ``shrunk`` towards the pooled estimate (empirical Bayes),
-    or ``none``. ``covariate_draw``: how new persons get covariates; ``resample`` draws whole
-    reference rows of their site (the scenario's ``[baseline]`` table, so covariates keep their
-    joint law), ``marginal`` each covariate from its per-site marginal (truncated normal or
-    level shares) joined by a Gaussian copula (the scenario's ``[copula]``: the reference's
-    within-site normal-scores correlation, one matrix for all sites). The scenario declares
-    the marginals either way. ``censoring``: ``empirical`` (the default) gives each site its
+    or ``none``. ``covariate_draw``: how new persons get covariates; ``copula`` (the default)
+    each covariate from its per-site marginal (level shares, value shares of a number with few
+    values, or quantile knots: :mod:`trajectories.fit.synthesis`) joined by a Gaussian copula
+    (the scenario's ``[copula]``: the reference's within-site normal-scores correlation), so the
+    model holds aggregates only; ``resample`` draws whole reference rows of their site (the
+    scenario's ``[baseline]`` table): it copies real persons' covariate rows into every
+    synthetic cohort and into the saved model, and warns so. Either way, reference sites of
+    fewer than ``MIN_CELL`` (11) persons are fitted as one site ``pooled_sites`` and
+    categorical levels held by fewer are merged (:mod:`trajectories.disclosure`).
+    ``censoring``: ``empirical`` (the default) gives each site its
     reference's index-date quantiles and the quantiles of its reverse Kaplan-Meier censoring
     distribution (:mod:`trajectories.fit.empirical`: the scenario's ``index_dates`` and
     ``censoring`` tables; sites under 11 persons take the pooled ones); ``parametric`` fits
     administrative censoring uniform over a window before a data cut-off plus a constant loss
     to follow-up (:mod:`trajectories.fit.censoring`: enrolment windows, ``data_cutoff`` and
-    ``loss_to_followup_per_year``). As in scikit-learn, what ``fit`` learns ends in ``_``
+    ``loss_to_followup_per_year``). ``epsilon`` (and ``delta``, default min(1e-5, n^-1.1)):
+    fit with differential privacy instead, from noisy releases only (:mod:`trajectories.fit.
+    private`: piecewise hazards, copula covariates, empirical censoring, no processes; the
+    guarantee in ``privacy_``). As in scikit-learn, what ``fit`` learns ends in ``_``
     (``transitions_``, ``sites_``, ``censoring_``, ``processes_``, ``notes_`` ...).
     """
 
@@ -95,13 +118,22 @@ class MultiStateModel:
         families: str | Sequence[str] | Mapping[str, str | Sequence[str]] = "auto",
         clock: str = "auto",
         covariates: Sequence[str] | None = None,
-        covariate_draw: str = "resample",
+        covariate_draw: str = "copula",
         site_effects: str = "fixed",
         centers: Mapping[str, float] | None = None,
         processes: bool = True,
         name: str | None = None,
         censoring: str = "empirical",
+        holdout_fraction: float = 0.0,
+        holdout_seed: int = 0,
+        epsilon: float | None = None,
+        delta: float | None = None,
     ) -> None:
+        if covariate_draw == "marginal":
+            warnings.warn("covariate_draw='marginal' is now 'copula' (marginals that keep each "
+                          "covariate's type, joined by the copula)", DeprecationWarning,
+                          stacklevel=2)
+            covariate_draw = "copula"
         for value, allowed, what in ((clock, CLOCKS, "clock"),
                                      (covariate_draw, COVARIATE_DRAWS, "covariate_draw"),
                                      (site_effects, SITE_EFFECTS, "site_effects"),
@@ -117,12 +149,22 @@ class MultiStateModel:
         self.processes = processes
         self.name = name
         self.censoring = censoring
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise FitError(f"holdout_fraction must be at least 0 and below 1, got "
+                           f"{holdout_fraction!r}")
+        self.holdout_fraction = holdout_fraction
+        self.holdout_seed = holdout_seed
+        if epsilon is not None and not (math.isfinite(epsilon) and epsilon > 0):
+            raise FitError(f"epsilon must be a positive number, got {epsilon!r}")
+        if delta is not None and (epsilon is None or not 0 < delta < 1):
+            raise FitError(f"delta must be between 0 and 1 and goes with epsilon, got {delta!r}")
+        self.epsilon, self.delta = epsilon, delta  # differential privacy: fit.private
         self._scenario: Scenario | None = None
         self._rows_dir: tempfile.TemporaryDirectory | None = None
 
     _RENAMED = frozenset({"notes", "reference", "baseline_rows", "specs", "effect_specs", "sites",
                           "site_shares", "transitions", "first_index_date", "state_order",
-                          "moves", "transient", "states", "initial", "marginal_notes"})
+                          "moves", "transient", "states", "initial"})
     """Learned attributes read under their names before the trailing ``_`` (one release)."""
 
     def __getattr__(self, name: str) -> Any:
@@ -136,6 +178,12 @@ class MultiStateModel:
 
     def fit(self, cohort: Cohort) -> MultiStateModel:
         """Learn every part of the scenario from ``cohort``; returns self."""
+        if self.epsilon is not None:  # from noisy releases only: trajectories.fit.private
+            from trajectories.fit.private import fit_private
+
+            fit_private(self, cohort)
+            self._scenario, self._rows_dir = None, None
+            return self
         if cohort.n_persons == 0:
             raise FitError("reference cohort has no persons")
         entered = cohort.events.filter(pl.col("code").str.starts_with(STATE_PREFIX))
@@ -146,20 +194,30 @@ class MultiStateModel:
                 f"(all {cohort.n_persons} persons stay in their initial state until follow-up "
                 "ends); the reference needs at least one observed transition")
         self.notes_: list[str] = []
+        fingerprint = cohort.manifest.reference_fingerprint or cohort.fingerprint()
+        cohort, split, note = fit_part(cohort, self.holdout_fraction, self.holdout_seed)
+        self.notes_ += [note] if note else []
         self.reference_ = {"n_persons": cohort.n_persons, "generator": cohort.manifest.generator,
-                          "fingerprint": cohort.manifest.reference_fingerprint
-                          or cohort.fingerprint()}
+                          "fingerprint": fingerprint, "split": split}
         rows = baseline_rows(cohort, self.covariates)
         names = [c for c in rows.columns if c not in ("person_id", SITE)]
+        rows, cohort = self._small_cells(rows, cohort, names)
         constant = [c for c in names if rows.get_column(c).n_unique() < 2]
         if constant:
             self.notes_.append(f"covariate(s) {constant} are constant in the reference: no effect")
-        self.baseline_rows_ = rows
         self.specs_: list[CovariateSpec] = describe(rows, names, self.centers)
         self.effect_specs_ = [s for s in self.specs_ if s.name not in constant]
         site_counts = rows.group_by(SITE).len().sort(["len", SITE], descending=[True, False])
         self.sites_ = site_counts.get_column(SITE).to_list()  # largest first: the reference
         self.site_shares_ = (site_counts.get_column("len") / rows.height).to_list()
+        self.covariate_model_ = fit_covariate_model(rows, self.specs_, self.sites_)
+        self.notes_ += self.covariate_model_.notes
+        if self.covariate_draw == "resample" and self.specs_:
+            warnings.warn(RESAMPLE_WARNING, PrivacyWarning, stacklevel=2)
+            self.notes_.append(RESAMPLE_WARNING)
+        # Rows are kept only to be resampled, and never with the persons' ids.
+        self.baseline_rows_ = (rows.drop("person_id") if self.covariate_draw == "resample"
+                               else None)
 
         spells = cohort.state_spells().join(rows, on="person_id", how="left",
                                             maintain_order="left")
@@ -185,6 +243,46 @@ class MultiStateModel:
         self._scenario = None
         self._rows_dir = None
         return self
+
+    def _small_cells(self, rows: pl.DataFrame, cohort: Cohort,
+                     names: Sequence[str]) -> tuple[pl.DataFrame, Cohort]:
+        """Rows and cohort with sites of fewer than ``MIN_CELL`` persons pooled into
+        ``pooled_sites`` (into the largest site when even the pool is that small) and the
+        categorical levels held by fewer merged (:func:`merge_rare_levels`), with notes."""
+        counts = dict(rows.group_by(SITE).len().iter_rows())
+        small = sorted(s for s, n in counts.items() if n < MIN_CELL)
+        sites: dict[str, str] = {}
+        if small and len(counts) > 1:
+            pooled = sum(counts[s] for s in small)
+            large = [s for s in counts if s not in small]
+            target = POOLED_SITE if pooled >= MIN_CELL or not large else max(
+                large, key=lambda s: (counts[s], s))
+            sites = {s: target for s in small}
+            self.notes_.append(f"site(s) {small} have fewer than {MIN_CELL} persons each: "
+                               f"fitted and drawn as site {target!r}")
+        levels: dict[str, dict[str, str]] = {}
+        for name in names:
+            column = rows.get_column(name)
+            if column.dtype.is_numeric() or column.dtype == pl.Boolean:
+                continue
+            found = dict(column.cast(pl.String).value_counts().iter_rows())
+            check_level_names(name, sorted(found))
+            mapping = merge_rare_levels(found)
+            merged = {lv: to for lv, to in mapping.items() if lv != to}
+            if merged:
+                levels[name] = mapping
+                self.notes_.append(f"covariate {name!r}: level(s) {sorted(merged)} held by "
+                                   f"fewer than {MIN_CELL} persons merged into "
+                                   f"{sorted(set(merged.values()))}")
+        if not sites and not levels:
+            return rows, cohort
+        recode = ([pl.col(SITE).replace(sites)] if sites else []) + [
+            pl.col(name).cast(pl.String).replace_strict(mapping)
+            for name, mapping in levels.items()]
+        rows = rows.with_columns(recode)
+        persons = cohort.persons.with_columns(
+            [e for e in recode if e.meta.output_name() in cohort.persons.columns])
+        return rows, Cohort(persons, cohort.events, cohort.manifest, check=False)
 
     def _empirical_censoring(self, cohort: Cohort) -> dict[str, empirical.EmpiricalFit]:
         """Per site: index-date quantiles and reverse Kaplan-Meier censoring quantiles (a
@@ -357,6 +455,9 @@ class MultiStateModel:
             factor = tau2 / (tau2 + var)
             new_beta = transition.fit.beta.copy()
             new_beta[index] = beta * factor
+            transition.site_shrinkage = {
+                column_label(*transition.columns[j]): {"unshrunk": float(b), "factor": float(f)}
+                for j, b, f in zip(index, beta, factor, strict=True)}
             transition.fit = dataclasses.replace(transition.fit, beta=new_beta)
             transition.notes.append(f"site effects shrunk (between-site variance {tau2:.3g})")
 
@@ -423,7 +524,7 @@ class MultiStateModel:
         """The scenario as a plain dict (what the TOML file holds; ``[baseline] rows`` points to
         the model's own copy of the rows until :meth:`save`)."""
         self._require_fitted()
-        covariates, case_mix, notes = marginals(self.baseline_rows_, self.specs_, self.sites_)
+        covariates, site_covariates, copula = self.covariate_model_.scenario_entries(self.specs_)
         calendar, followup, site_censoring = self._calendar()
         transitions = []
         site_ratios: dict[str, dict[str, float]] = {s: {} for s in self.sites_}
@@ -434,7 +535,7 @@ class MultiStateModel:
                 site_ratios[site][tr.key] = math.exp(beta)
         shares = np.asarray(self.site_shares_)
         shares[-1] = max(0.0, 1.0 - shares[:-1].sum())
-        sites = [{"name": s, "share": float(p), "case_mix": case_mix[s],
+        sites = [{"name": s, "share": float(p), "covariates": site_covariates.get(s, {}),
                   "hazard_ratios": site_ratios[s], **site_censoring[s]}
                  for s, p in zip(self.sites_, shares, strict=True)]
         initial: str | dict[str, float] = (next(iter(self.initial_)) if len(self.initial_) == 1
@@ -442,9 +543,8 @@ class MultiStateModel:
         name = self.name or "fitted_" + "".join(
             ch if ch.isalnum() or ch in "_-." else "_" for ch in self.reference_["generator"])
         resample = self.covariate_draw == "resample" and bool(self.specs_)  # else nothing to draw
-        self.marginal_notes_ = [] if resample else notes
         baseline = {"baseline": baseline_table(self._rows_file(), self.specs_)} if resample else {}
-        copula = None if resample else copula_table(self.baseline_rows_, self.specs_)
+        copula = None if resample else copula
         return {
             "name": name[:64],
             "description": (f"Fitted by MultiStateModel to {self.reference_['n_persons']} "
@@ -471,8 +571,43 @@ class MultiStateModel:
         return self._scenario
 
     def simulate(self, n: int, seed: int = 0, block_size: int = DEFAULT_BLOCK_SIZE) -> Cohort:
-        """``MarkovSimulator(self.to_scenario(), block_size).simulate(n, seed)``."""
-        return MarkovSimulator(self.to_scenario(), block_size=block_size).simulate(n, seed)
+        """``MarkovSimulator(self.to_scenario(), block_size, self.provenance()).simulate(n,
+        seed)``."""
+        return MarkovSimulator(self.to_scenario(), block_size=block_size,
+                               provenance=self.provenance()).simulate(n, seed)
+
+    def draw(self, rng: np.random.Generator, method: str = "asymptotic",
+             reference: Cohort | None = None) -> Scenario:
+        """The fitted scenario with its parameters drawn from their sampling distribution
+        (:mod:`trajectories.fit.draws`): ``asymptotic`` from the estimates' normal law,
+        ``bootstrap`` by refitting on a person bootstrap of ``reference`` (the cohort this
+        model was fitted to), ``none`` the estimates themselves."""
+        self._require_fitted()
+        if method not in DRAWS:
+            raise FitError(f"draws must be one of {list(DRAWS)}, got {method!r}")
+        if method == "none":
+            return self.to_scenario()
+        if method == "asymptotic":
+            drawn = draw_scenario(self.scenario_dict(), jsonable(self.summary()), rng)
+            return scenario_from_dict(drawn, source="<drawn model>")
+        if self.epsilon is not None:
+            raise FitError("bootstrap draws of a differentially private model would refit it "
+                           "on the reference once per replicate, each refit spending the "
+                           "budget again; use draws='asymptotic' (post-processing: free)")
+        if reference is None:
+            raise FitError("bootstrap draws refit the model on a person bootstrap of its "
+                           "reference: pass reference= (the model keeps no rows)")
+        clone = copy.copy(self)
+        clone.holdout_fraction = 0.0  # the reference given is what was fitted on
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrivacyWarning)
+            return clone.fit(bootstrap_cohort(reference, rng)).to_scenario()
+
+    def provenance(self) -> dict[str, Any]:
+        """What every cohort simulated from the model records of its reference (manifest
+        keys): fingerprint, persons fitted on, and the holdout split, if any."""
+        self._require_fitted()
+        return provenance_of(self.reference_)
 
     # -- reporting and saving ----------------------------------------------------------------------
 
@@ -495,7 +630,9 @@ class MultiStateModel:
                               for k, v in self.families.items()},
                         "clock": self.clock, "covariate_draw": self.covariate_draw,
                         "site_effects": self.site_effects,
-                        "censoring": self.censoring},
+                        "censoring": self.censoring,
+                        **({"epsilon": self.epsilon, "delta": self.delta}
+                           if self.epsilon is not None else {})},
             "initial_state": self.initial_,
             "transitions": [tr.summary() for tr in self.transitions_],
             "covariates": [{"name": s.name, "kind": s.kind, "center": s.center,
@@ -503,19 +640,42 @@ class MultiStateModel:
             "sites": dict(zip(self.sites_, self.site_shares_, strict=True)),
             "censoring": {s: {"model": self.censoring, **dataclasses.asdict(c)}
                           for s, c in self.censoring_.items()},
-            "notes": [*self.notes_, *getattr(self, "marginal_notes_", [])],
+            "notes": list(self.notes_),
+            **({"privacy": self.privacy_} if self.epsilon is not None else {}),
         }
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
-        """Write ``scenario.toml`` (editable, simulate it with ``trajectories simulate``),
-        ``fit.json`` (:meth:`summary`) and ``baseline.parquet`` (the baseline rows, which the
-        scenario names by a relative path: the directory can be moved as a whole)."""
+        """Write ``scenario.toml`` (editable, simulate it with ``trajectories simulate``) and
+        ``fit.json`` (:meth:`summary`): aggregates only. With ``covariate_draw='resample'``
+        also ``baseline.parquet`` (the reference's covariate rows without ids, which the
+        scenario names by a relative path: the directory can be moved as a whole). A private
+        fit's fit.json holds its privacy record (``privacy``: budget, releases, guarantee)."""
         directory = prepare_output_directory(directory, overwrite, owned=(), error=FitError)
         scenario = self.to_scenario()
-        # The same bytes as the scenario's rows: same sha256, so the same content hash.
-        shutil.copyfile(self._rows_file(), directory / ROWS_FILE)
+        if scenario.baseline is not None:
+            # The same bytes as the scenario's rows: same sha256, so the same content hash.
+            shutil.copyfile(self._rows_file(), directory / ROWS_FILE)
         (directory / SCENARIO_FILE).write_text(scenario_toml(scenario, rows=ROWS_FILE),
                                                encoding="utf-8")
         (directory / FIT_FILE).write_text(
             json.dumps(jsonable(self.summary()), indent=2) + "\n", encoding="utf-8")
         return directory
+
+
+def provenance_of(reference: Mapping[str, Any]) -> dict[str, Any]:
+    """Manifest keys for cohorts of a model fitted to ``reference`` (its ``reference_``, or the
+    ``reference`` table of a saved fit.json)."""
+    return {"reference_fingerprint": reference.get("fingerprint"),
+            "n_reference": reference.get("n_persons"),
+            "reference_split": reference.get("split")}
+
+
+def saved_provenance(directory: str | Path) -> dict[str, Any]:
+    """:func:`provenance_of` a saved model directory (empty when its fit.json is missing or
+    has no reference table: a hand-written scenario directory)."""
+    path = Path(directory) / FIT_FILE
+    try:
+        reference = json.loads(path.read_text(encoding="utf-8")).get("reference")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return provenance_of(reference) if isinstance(reference, dict) else {}

@@ -24,6 +24,8 @@ class FittedTransition:
     candidates: list[tuple[str, str, TransitionFit]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     events: int | None = None  # this move's events when its fit is shared with other moves
+    site_shrinkage: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Design label 'site[X]' -> its log HR before empirical-Bayes shrinkage and the factor."""
 
     @property
     def key(self) -> str:
@@ -60,6 +62,7 @@ class FittedTransition:
                 for f, c, fit in self.candidates
             ],
             "notes": [*self.fit.notes, *self.notes],
+            **({"site_shrinkage": self.site_shrinkage} if self.site_shrinkage else {}),
             **({"n_events": self.events, "n_events_fitted": self.fit.summary()["n_events"]}
                if self.events is not None else {}),
         }

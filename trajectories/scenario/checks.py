@@ -13,6 +13,7 @@ from trajectories.scenario.models import (
     Site,
     UniformCovariate,
     check_distribution,
+    numeric_bounds,
 )
 
 if TYPE_CHECKING:
@@ -128,6 +129,31 @@ def site_problems(scenario: Scenario) -> list[str]:
                 )
         problems += site_calendar_problems(scenario, site, where)
         problems += case_mix_problems(scenario, site, where)
+        problems += site_covariate_problems(scenario, site, where)
+    return problems
+
+
+def site_covariate_problems(scenario: Scenario, site: Site, where: str) -> list[str]:
+    """One site's own marginals: of declared covariates, numeric for a numeric one, the same
+    levels for a categorical one, age kept at or above 0, no case_mix for the same one."""
+    problems = []
+    for name, own in site.covariates.items():
+        declared = scenario.covariates.get(name)
+        if declared is None:
+            problems.append(f"{where}: covariates names unknown covariate {name!r}; declared: "
+                            f"{sorted(scenario.covariates)}")
+            continue
+        if name in site.case_mix:
+            problems.append(f"{where}: give covariates.{name} or case_mix.{name}, not both")
+        if isinstance(declared, CategoricalCovariate) != isinstance(own, CategoricalCovariate):
+            problems.append(f"{where}: covariates.{name} is {own.kind} but the declared "
+                            f"{name!r} is {declared.kind}; a site may change the marginal, "
+                            "not whether the covariate is a number or a category")
+        elif isinstance(own, CategoricalCovariate) and list(own.levels) != list(declared.levels):
+            problems.append(f"{where}: covariates.{name} has levels {list(own.levels)}; the "
+                            f"declared {name!r} has {list(declared.levels)} (same, same order)")
+        elif name == "age" and numeric_bounds(own)[0] < 0:
+            problems.append(f"{where}: covariates.age goes below 0")
     return problems
 
 

@@ -125,10 +125,75 @@ class CategoricalCovariate(Strict):
         return self.reference or next(iter(self.levels))
 
 
+class DiscreteCovariate(Strict):
+    """A numeric covariate taking a few values (a 0/1 flag, a score 0-4): value -> probability.
+    Effects apply per unit of (value - center), as for any number."""
+
+    kind: Literal["discrete"] = "discrete"
+    values: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        min_length=1, description="the values, strictly increasing")
+    probabilities: list[Probability] = Field(min_length=1, description="one per value")
+    center: float = 0.0
+
+    @model_validator(mode="after")
+    def _table(self) -> DiscreteCovariate:
+        if len(self.values) != len(self.probabilities):
+            raise ValueError(f"values and probabilities must have one entry each, got "
+                             f"{len(self.values)} values and {len(self.probabilities)} "
+                             "probabilities")
+        for i in range(1, len(self.values)):
+            if not self.values[i] > self.values[i - 1]:
+                raise ValueError(f"values must increase: values[{i}] ({self.values[i]}) is not "
+                                 f"above values[{i - 1}] ({self.values[i - 1]})")
+        check_distribution(dict(zip(map(str, self.values), self.probabilities, strict=True)),
+                           "probabilities")
+        return self
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.values[0], self.values[-1]
+
+
+class QuantileCovariate(Strict):
+    """A numeric covariate drawn from an empirical quantile function: knots at the evenly
+    spaced levels 0, 1/(k-1), ..., 1, linear between them (rounded when ``integer``)."""
+
+    kind: Literal["quantiles"] = "quantiles"
+    quantiles: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        min_length=2, description="values at levels 0, 1/(k-1), ..., 1, non-decreasing")
+    integer: bool = Field(default=False, description="round each draw to the nearest integer")
+    center: float = 0.0
+
+    @field_validator("quantiles", mode="after")
+    @classmethod
+    def _non_decreasing(cls, quantiles: list[float]) -> list[float]:
+        for i in range(1, len(quantiles)):
+            if quantiles[i] < quantiles[i - 1]:
+                raise ValueError(f"quantiles must not decrease: quantiles[{i}] ({quantiles[i]}) "
+                                 f"is below quantiles[{i - 1}] ({quantiles[i - 1]})")
+        return quantiles
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.quantiles[0], self.quantiles[-1]
+
+
 Covariate = Annotated[
-    NormalCovariate | UniformCovariate | CategoricalCovariate, Field(discriminator="kind")
+    NormalCovariate | UniformCovariate | CategoricalCovariate | DiscreteCovariate
+    | QuantileCovariate,
+    Field(discriminator="kind"),
 ]
-NUMERIC_KINDS = (NormalCovariate, UniformCovariate)
+NUMERIC_KINDS = (NormalCovariate, UniformCovariate, DiscreteCovariate, QuantileCovariate)
+
+
+def numeric_bounds(spec: NormalCovariate | UniformCovariate | DiscreteCovariate
+                   | QuantileCovariate) -> tuple[float, float]:
+    """Lowest and highest value a numeric covariate can be drawn at (before case-mix)."""
+    if isinstance(spec, NormalCovariate):
+        return spec.min, spec.max
+    if isinstance(spec, UniformCovariate):
+        return spec.low, spec.high
+    return spec.bounds
 
 DEFAULT_AGE = NormalCovariate(mean=60.0, sd=12.0, min=18.0, max=95.0, center=60.0)
 DEFAULT_SEX = CategoricalCovariate(levels={"F": 0.5, "M": 0.5})
@@ -245,6 +310,12 @@ class Site(Strict):
     case_mix: dict[str, float | dict[str, Probability]] = Field(
         default_factory=dict,
         description="numeric covariate -> shift of its mean; categorical -> level probabilities",
+    )
+    covariates: dict[Name, Covariate] = Field(
+        default_factory=dict,
+        description="the site's own marginal of some declared covariates (same kind family and "
+        "levels as the declared one), replacing the declared marginal there; not together "
+        "with a case_mix entry for the same covariate",
     )
     hazard_ratios: dict[str, Positive] = Field(
         default_factory=dict, description="transition key 'from->to' -> hazard multiplier"

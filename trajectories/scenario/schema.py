@@ -30,6 +30,7 @@ from trajectories.scenario.models import (
     ConceptMapping,
     Copula,
     Covariate,
+    DiscreteCovariate,
     Drug,
     FollowUp,
     Frailty,
@@ -38,12 +39,14 @@ from trajectories.scenario.models import (
     Name,
     NormalCovariate,
     Probability,
+    QuantileCovariate,
     Site,
     State,
     Strict,
     Transition,
     UniformCovariate,
     Visit,
+    numeric_bounds,
 )
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "ConceptMapping",
     "Copula",
     "Covariate",
+    "DiscreteCovariate",
     "Drug",
     "FollowUp",
     "Frailty",
@@ -71,12 +75,14 @@ __all__ = [
     "Name",
     "NormalCovariate",
     "Probability",
+    "QuantileCovariate",
     "Scenario",
     "Site",
     "State",
     "Transition",
     "UniformCovariate",
     "Visit",
+    "numeric_bounds",
 ]
 
 
@@ -116,9 +122,9 @@ class Scenario(Strict):
     def _age_and_sex(cls, covariates: dict) -> dict:
         covariates = {"age": DEFAULT_AGE, "sex": DEFAULT_SEX, **covariates}
         if not isinstance(covariates["age"], NUMERIC_KINDS):
-            raise ValueError("'age' must be a numeric covariate (normal or uniform), in years")
-        age = covariates["age"]
-        if (age.min if isinstance(age, NormalCovariate) else age.low) < 0:
+            raise ValueError("'age' must be a numeric covariate (normal, uniform, discrete or "
+                             "quantiles), in years")
+        if numeric_bounds(covariates["age"])[0] < 0:
             raise ValueError("'age' must not go below 0 (set min / low)")
         sex = covariates["sex"]
         if not isinstance(sex, CategoricalCovariate) or set(sex.levels) - set(SEX_LEVELS):
@@ -220,6 +226,9 @@ class Scenario(Strict):
         if self.copula is None:
             del data["copula"]  # nor do scenarios without a copula
         # nor do scenarios without empirical index dates or censoring
+        for site in data["sites"]:
+            if not site["covariates"]:
+                del site["covariates"]  # nor do sites without marginals of their own
         for table, key in [(data["calendar"], "index_dates"), (data["followup"], "censoring"),
                            *((site, key) for site in data["sites"]
                              for key in ("index_dates", "censoring"))]:

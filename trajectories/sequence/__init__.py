@@ -5,6 +5,9 @@
 :class:`~trajectories.cohort.Cohort` whose manifest names the checkpoint's hash and the
 training data's fingerprint; ``.save(dir)`` / ``SequenceModel.load(dir)`` keep the weights (a
 state dict, loaded with ``weights_only=True``), the config and the vocabulary (both JSON).
+None of them holds a person id or a person's row: the vocabulary holds aggregates under the
+small-cell rules. ``SequenceModel(epsilon=E)`` trains by DP-SGD
+(:mod:`~trajectories.sequence.private`; Abadi et al. 2016) and records the guarantee spent.
 """
 
 from __future__ import annotations
@@ -33,7 +36,12 @@ from trajectories.sequence.sample import (
     resolve_conditions,
     sample_block,
 )
-from trajectories.sequence.tokenizer import Vocabulary, build_vocabulary, tokenize
+from trajectories.sequence.tokenizer import (
+    Vocabulary,
+    build_vocabulary,
+    release_cohort,
+    tokenize,
+)
 from trajectories.sequence.train import evaluate, resolve_device, seeded, train_network
 
 __all__ = ["SequenceConfig", "SequenceModel"]
@@ -78,36 +86,62 @@ class SequenceModel:
     # -- fitting ---------------------------------------------------------------------------------
 
     def fit(self, cohort: Cohort) -> SequenceModel:
-        """Train on ``cohort``: a random held-out share for early stopping, seeded."""
+        """Train on ``cohort`` as the small-cell rules release it (rare codes, states, exits;
+        see :func:`~trajectories.sequence.tokenizer.release_cohort`).
+
+        Ordinary training holds out a random share (seeded) for early stopping. With
+        ``epsilon`` set, DP-SGD runs a fixed ``max_epochs`` on every person and no loss is
+        computed outside the mechanism (no validation split: its loss, on real persons, would
+        be released unaccounted); ``delta`` defaults to min(1e-5, n ** -1.1)."""
         config = self.config
         if cohort.n_persons < MIN_PERSONS:
             raise TrajectoriesError(f"cohort has {cohort.n_persons} person(s); the sequence "
                                     f"model needs at least {MIN_PERSONS}")
         device = resolve_device(config.device)
-        vocab = build_vocabulary(cohort, config.numeric_bins, config.end_bins)
-        tokens = tokenize(cohort, vocab)
-        order = np.random.default_rng([config.seed, 0]).permutation(cohort.n_persons)
-        held = max(1, round(config.validation_fraction * cohort.n_persons))
-        validation = tokens.subset(np.sort(order[:held]))
-        train = tokens.subset(np.sort(order[held:]))
+        released, notes = release_cohort(cohort, config.min_cell)
+        if released.n_persons < MIN_PERSONS:
+            raise TrajectoriesError(f"{released.n_persons} person(s) left under the small-cell "
+                                    f"rules ({'; '.join(notes)}); the sequence model needs at "
+                                    f"least {MIN_PERSONS}")
+        vocab = build_vocabulary(released, config.numeric_bins, config.end_bins,
+                                 config.min_cell)
+        tokens = tokenize(released, vocab)
+        private = config.epsilon is not None
+        if private:
+            train, validation = tokens, None
+        else:
+            order = np.random.default_rng([config.seed, 0]).permutation(released.n_persons)
+            held = max(1, round(config.validation_fraction * released.n_persons))
+            validation = tokens.subset(np.sort(order[:held]))
+            train = tokens.subset(np.sort(order[held:]))
         start, start_cpu = time.perf_counter(), time.process_time()
+        privacy = None
         with seeded(config.seed, device):
             net = EventSequenceNet(config, vocab.size, len(vocab.states), vocab.n_bins)
             net = net.to(device)
-            history = train_network(net, train, validation, vocab, config, device)
+            if private:
+                from trajectories.sequence.private import train_private
+
+                net, history, privacy = train_private(net, train, vocab, config, device)
+            else:
+                history = train_network(net, train, validation, vocab, config, device)
         self.vocab_, self.net_ = vocab, net
         self.training_ = {
-            "fingerprint": cohort.fingerprint(),
+            # A hash of every record is outside any DP guarantee: not kept under DP-SGD.
+            "fingerprint": None if private else cohort.fingerprint(),
             "generator": cohort.manifest.generator,
             "scenario_name": cohort.manifest.scenario_name,
             "persons": cohort.n_persons,
             "train_persons": int(train.n_persons),
-            "validation_persons": int(validation.n_persons),
+            "validation_persons": 0 if validation is None else int(validation.n_persons),
             "seconds": round(time.perf_counter() - start, 3),
             "cpu_seconds": round(time.process_time() - start_cpu, 3),
             "device": str(device),
             "history": history,
+            "small_cells": {"min_cell": config.min_cell, "notes": notes},
         }
+        if privacy is not None:
+            self.training_["privacy"] = privacy
         return self
 
     def _fitted(self) -> tuple[EventSequenceNet, Vocabulary]:
@@ -150,6 +184,7 @@ class SequenceModel:
             trained_on={k: self.training_.get(k) for k in ("generator", "scenario_name",
                                                           "persons")},
             concepts=vocab.concepts,
+            **({"privacy": self.training_["privacy"]} if "privacy" in self.training_ else {}),
         )
         return Cohort(pl.concat(persons), pl.concat(events), manifest)
 
@@ -175,7 +210,8 @@ class SequenceModel:
         return digest.hexdigest()
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
-        """Write weights.pt (state dict), config.json and vocabulary.json into ``directory``."""
+        """Write weights.pt (state dict), config.json (config, training record, privacy record
+        under DP-SGD) and vocabulary.json into ``directory``."""
         net, vocab = self._fitted()
         directory = prepare_output_directory(directory, overwrite, owned=(),
                                              error=TrajectoriesError)
@@ -183,6 +219,8 @@ class SequenceModel:
         torch.save(state, directory / WEIGHTS_FILE)
         config = {"config": self.config.model_dump(), "training": self.training_,
                   "checkpoint_hash": self.checkpoint_hash()}
+        if "privacy" in self.training_:  # where `trajectories describe --model` reads it
+            config["privacy"] = self.training_["privacy"]
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n",
                                              encoding="utf-8")
         (directory / VOCABULARY_FILE).write_text(vocab.to_json() + "\n", encoding="utf-8")

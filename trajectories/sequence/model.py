@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from trajectories.disclosure import MIN_CELL
 from trajectories.sequence.tokenizer import FEATURES
 
 NEGATIVE = -1.0e4
@@ -56,12 +57,25 @@ class SequenceConfig(BaseModel):
                             validation_alias=AliasChoices("batch_size", "sample_batch_size"))
     max_events: int | None = Field(
         None, ge=1, description="events cap per sampled person (default: twice training's)")
+    min_cell: int = Field(MIN_CELL, ge=1, description="fewest persons behind any level, bin, "
+                          "code or range end of the vocabulary (small-cell rule)")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient norm clip (per person "
+                                 "under DP-SGD, per batch otherwise)")
+    epsilon: float | None = Field(None, gt=0, description="DP-SGD target epsilon; None: "
+                                  "ordinary training")
+    delta: float | None = Field(None, gt=0, lt=1, description="DP-SGD delta (default: "
+                                "min(1e-5, n ** -1.1) for n training persons)")
+    accountant: Literal["rdp", "prv"] = Field("rdp", description="DP-SGD privacy accountant")
+    dp_batch_persons: int = Field(64, ge=1, description="expected persons per DP-SGD step "
+                                  "(Poisson sampling rate: this over the training persons)")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> SequenceConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
                              f"({self.n_heads})")
+        if self.delta is not None and self.epsilon is None:
+            raise ValueError("delta applies only with epsilon (DP-SGD)")
         return self
 
 

@@ -123,6 +123,7 @@ def resolve_conditions(vocab: Vocabulary, conditions: dict[str, Any] | None
         if variable.kind == "categorical":
             level = NULL_LEVEL if value is None else str(value).lower() \
                 if isinstance(value, bool) else str(value)
+            level = _numeric_level(variable, level)
             if level not in variable.levels:
                 raise TrajectoriesError(f"conditions: {name} = {value!r} was never seen in "
                                         f"training; levels: {variable.levels}")
@@ -145,6 +146,23 @@ def resolve_conditions(vocab: Vocabulary, conditions: dict[str, Any] | None
         token = variable.first_token + int(variable.bin_of(np.array([float(value)]))[0])
         fixed[by_name[name]] = (token, float(value))
     return fixed
+
+
+def _numeric_level(variable: StaticVariable, level: str) -> str:
+    """The listed level equal to ``level`` as a number (``1`` for a flag's ``1.0``), if any."""
+    if level in variable.levels:
+        return level
+    try:
+        value = float(level)
+    except ValueError:
+        return level
+    for listed in variable.levels:
+        try:
+            if float(listed) == value:
+                return listed
+        except ValueError:
+            continue
+    return level
 
 
 # -- the sampling loop ---------------------------------------------------------------------------

@@ -6,6 +6,16 @@ the previous event, the value and the duration alongside) + an end-of-history to
 exit (``end:administrative_censoring``...) whose time is ``followup_end``, unless the history
 ends in an absorbing state, which ends it by itself (its exit is death or absorbed).
 Events at one instant are put states first; anything after the first absorbing state is dropped.
+
+The vocabulary is released with the model, so it holds aggregates only, under the small-cell
+rules of :mod:`trajectories.disclosure` (``min_cell`` persons, 11 by default):
+:func:`release_cohort` drops event codes and censors histories at states held by fewer persons
+and reads rare exits as ``censored`` (or as the commonest exit when even those are too few);
+categorical levels held by fewer persons are merged;
+numeric bins are cut within :func:`~trajectories.disclosure.robust_range` and merged until each
+holds ``min_cell`` persons; every range end (values, follow-up, events per person) is the
+``min_cell``-th smallest or largest, never one person's extreme. Float covariates with two
+distinct values, or integer-valued ones with few, are categories (a 0/1 flag is two tokens).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from trajectories.cohort import STATE_PREFIX, Cohort
+from trajectories.disclosure import MIN_CELL, merge_rare_levels, robust_range
 from trajectories.errors import TrajectoriesError
 
 PAD, BOS = 0, 1
@@ -27,7 +38,12 @@ ABSORBED_EXITS = ("death", "absorbed")
 FORCED_EXITS = ("death", "absorbed", "censored")
 """Exits the sampler sets itself: absorbing states, and histories cut at the events cap."""
 MAX_CATEGORICAL_INTEGERS = 20
-"""Integer covariates with at most this many distinct values are taken as categorical."""
+"""Integer covariates (and integer-valued float ones whose values repeat) with at most this many
+distinct values are taken as categorical; float covariates with two distinct values always are."""
+ATOM_PERSONS = 5
+"""Fewest persons sharing an exact end-of-follow-up time for it to be an atom (and ``min_cell``)."""
+UNKNOWN_EXIT = "censored"
+"""The exit that exits held by fewer than ``min_cell`` persons are read as (reason unknown)."""
 FEATURES = 7
 """Per-token input features: log gap, log time, log time in state, time / scale, log time left
 before the site's longest follow-up, value, has value (see ``model.time_features``)."""
@@ -48,6 +64,11 @@ class StaticVariable:
     edges: list[float] = field(default_factory=list)
     has_null: bool = False
     decimals: int | None = None
+    other: str | None = None
+    """Categorical: the level that unlisted ones (rare in training) are read as; numeric
+    levels go to the nearest listed value instead (None: nothing was merged, unlisted raise)."""
+    null_bin: int | None = None
+    """Numeric: the bin that nulls are read as, when too few for a null token of their own."""
 
     @property
     def n_tokens(self) -> int:
@@ -64,13 +85,7 @@ class StaticVariable:
     def encode(self, values: pl.Series) -> np.ndarray:
         """Token ids of ``values``; unknown levels raise an error naming the column."""
         if self.kind == "categorical":
-            text = values.cast(pl.String).fill_null(NULL_LEVEL)
-            unknown = set(text.unique().to_list()) - set(self.levels)
-            if unknown:
-                raise TrajectoriesError(
-                    f"persons.{self.name}: level(s) {sorted(unknown)} unseen in training; "
-                    f"known: {self.levels}"
-                )
+            text = self.release(values.cast(pl.String).fill_null(NULL_LEVEL))
             index = {level: i for i, level in enumerate(self.levels)}
             codes = text.replace_strict(index, return_dtype=pl.Int64).to_numpy()
             return self.first_token + codes
@@ -78,13 +93,50 @@ class StaticVariable:
         bins = self.bin_of(array)
         nulls = np.isnan(array)
         if nulls.any() and not self.has_null:
-            raise TrajectoriesError(f"persons.{self.name}: null values, unseen in training")
+            if self.null_bin is None:
+                raise TrajectoriesError(f"persons.{self.name}: null values, unseen in training")
+            return self.first_token + np.where(nulls, self.null_bin, bins)
         return self.first_token + np.where(nulls, len(self.edges) - 1, bins)
+
+    def release(self, text: pl.Series) -> pl.Series:
+        """Categorical levels (as text) as released: listed levels stay, unlisted ones go to
+        the nearest listed value (numeric levels) or to ``other``; without ``other`` they raise
+        an error naming the column."""
+        unknown = sorted(set(text.unique().to_list()) - set(self.levels))
+        if not unknown:
+            return text
+        if self.other is None:
+            raise TrajectoriesError(
+                f"persons.{self.name}: level(s) {unknown} unseen in training; "
+                f"known: {self.levels}"
+            )
+        return text.replace({level: self._nearest(level) for level in unknown})
+
+    def _nearest(self, level: str) -> str:
+        listed = {lv: _as_number(lv) for lv in self.levels}
+        listed = {lv: x for lv, x in listed.items() if x is not None}
+        value = _as_number(level)
+        if value is None or not listed or not _numeric_dtype(self.dtype):
+            return self.other
+        return min(listed, key=lambda lv: (abs(listed[lv] - value), listed[lv]))
 
     def bin_of(self, values: np.ndarray) -> np.ndarray:
         """Bin index of numeric values (outside the training range: the nearest bin)."""
         inner = np.asarray(self.edges[1:-1])
         return np.searchsorted(inner, np.nan_to_num(values), side="right")
+
+
+def _as_number(level: str) -> float | None:
+    try:
+        value = float(level)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _numeric_dtype(name: str) -> bool:
+    found = getattr(pl, name, None)
+    return isinstance(found, type) and issubclass(found, pl.DataType) and found.is_numeric()
 
 
 @dataclass
@@ -279,12 +331,23 @@ def _static_columns(cohort: Cohort, uses_age: bool) -> list[tuple[str, pl.Series
     return columns
 
 
-def _is_categorical(series: pl.Series) -> bool:
+def _is_categorical(series: pl.Series, covariate: bool = True) -> bool:
+    """Text, booleans and few-valued integers are categories; so are float covariates with two
+    distinct values (0/1 flags stored as floats) or few integer ones that repeat (codes such as
+    a 0-4 score), never the date columns."""
     dtype = series.dtype
     if dtype in (pl.String, pl.Boolean) or isinstance(dtype, pl.Categorical | pl.Enum):
         return True
     if dtype.is_integer():
         return series.n_unique() <= MAX_CATEGORICAL_INTEGERS
+    if dtype.is_float():
+        if not covariate:
+            return False
+        values = series.drop_nulls().drop_nans()
+        distinct = values.n_unique()
+        return distinct <= 2 or (distinct <= MAX_CATEGORICAL_INTEGERS
+                                 and 2 * distinct <= values.len()
+                                 and bool((values == values.round()).all()))
     if dtype.is_numeric():
         return False
     raise TrajectoriesError(
@@ -293,43 +356,118 @@ def _is_categorical(series: pl.Series) -> bool:
     )
 
 
-def _static_variables(cohort: Cohort, numeric_bins: int) -> list[StaticVariable]:
-    uses_age = "age" in cohort.covariates and cohort.persons["age"].dtype.is_numeric()
+def _merge_levels(name: str, dtype: pl.DataType, counts: dict[str, int],
+                  min_cell: int) -> tuple[dict[str, str], str | None]:
+    """Level -> released level, and the level unlisted ones are read as (None: none merged).
+
+    Text levels: :func:`~trajectories.disclosure.merge_rare_levels` (into ``other``). Sex and
+    booleans, which admit no new level: into the most frequent level. Numbers: into the
+    nearest common value (null into the most frequent level), so that sampled values stay
+    values the column had."""
+    common = {lv: n for lv, n in counts.items() if n >= min_cell}
+    if len(common) == len(counts):
+        return {lv: lv for lv in counts}, None
+    if (dtype == pl.String and name != "sex") or isinstance(dtype, pl.Categorical | pl.Enum):
+        mapping = merge_rare_levels(counts, min_cell)
+        return mapping, next(mapping[lv] for lv in counts if lv not in common)
+    if not common:
+        top = max(counts, key=lambda lv: (counts[lv], lv))
+        common = {top: counts[top]}
+    top = max(common, key=lambda lv: (common[lv], lv))
+    numbers = {lv: _as_number(lv) for lv in common} if dtype.is_numeric() else {}
+    numbers = {lv: x for lv, x in numbers.items() if x is not None}
+    mapping = {}
+    for level in counts:
+        value = _as_number(level) if numbers else None
+        if level in common or value is None:
+            mapping[level] = level if level in common else top
+        else:
+            mapping[level] = min(numbers, key=lambda lv: (abs(numbers[lv] - value), numbers[lv]))
+    return mapping, top
+
+
+def _bin_counts(edges: list[float], values: np.ndarray) -> np.ndarray:
+    inner = np.asarray(edges[1:-1])
+    return np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(edges) - 1)
+
+
+def merge_small_bins(edges: list[float], values: np.ndarray, min_cell: int) -> list[float]:
+    """``edges`` with bins of fewer than ``min_cell`` of ``values`` merged into their smaller
+    neighbour, the smallest first (values outside the edges count in the end bins)."""
+    edges = list(edges)
+    while len(edges) > 2:
+        counts = _bin_counts(edges, values)
+        i = int(np.argmin(counts))
+        if counts[i] >= min_cell:
+            break
+        if i == 0:
+            del edges[1]
+        elif i == len(counts) - 1 or counts[i - 1] <= counts[i + 1]:
+            del edges[i]
+        else:
+            del edges[i + 1]
+    return edges
+
+
+def robust_max(values: np.ndarray, min_cell: int = MIN_CELL) -> float:
+    """The ``min_cell``-th largest of ``values``, at or below which ``min_cell`` persons' values
+    lie (the top end of :func:`~trajectories.disclosure.robust_range`; it needs only
+    ``min_cell`` values, and falls back to the median with fewer)."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    if ordered.size >= min_cell:
+        return float(ordered[-min_cell])
+    return robust_range(ordered, min_cell)[1]
+
+
+def _static_variables(cohort: Cohort, numeric_bins: int, min_cell: int) -> list[StaticVariable]:
     statics, first = [], 2
-    for name, series in _static_columns(cohort, uses_age):
+    for name, series in _static_columns(cohort, _uses_age(cohort)):
         dtype = str(series.dtype) if name != INDEX_DAY else "Date"
-        if _is_categorical(series):
-            levels = sorted(series.cast(pl.String).drop_nulls().unique().to_list())
-            if series.null_count():
-                levels.append(NULL_LEVEL)
-            variable = StaticVariable(name, "categorical", dtype, first, levels=levels)
+        if _is_categorical(series, covariate=name in cohort.covariates):
+            text = series.cast(pl.String).fill_null(NULL_LEVEL)
+            counts = dict(text.value_counts().iter_rows())
+            mapping, other = _merge_levels(name, series.dtype, counts, min_cell)
+            released = set(mapping.values())
+            levels = sorted(released - {NULL_LEVEL}) + (
+                [NULL_LEVEL] if NULL_LEVEL in released else [])
+            variable = StaticVariable(name, "categorical", dtype, first, levels=levels,
+                                      other=other)
         else:
             values = series.cast(pl.Float64).drop_nulls().to_numpy()
             if values.size == 0:
                 raise TrajectoriesError(f"persons.{name}: every value is null")
-            edges = np.unique(np.quantile(values, np.linspace(0, 1, numeric_bins + 1)))
+            low, high = robust_range(values, min_cell)
+            quantiles = np.quantile(values, np.linspace(0, 1, numeric_bins + 1))
+            edges = np.unique(np.clip(quantiles, low, high))
             edges = edges if edges.size > 1 else np.repeat(edges, 2)
+            edges = merge_small_bins(edges.tolist(), values, min_cell)
+            nulls = series.null_count()
             variable = StaticVariable(
-                name, "numeric", dtype, first, edges=edges.tolist(),
-                has_null=series.null_count() > 0, decimals=_decimals(values))
+                name, "numeric", dtype, first, edges=edges, has_null=nulls >= min_cell,
+                decimals=_decimals(values))
+            if 0 < nulls < min_cell:
+                variable.null_bin = int(variable.bin_of(np.array([np.median(values)]))[0])
         statics.append(variable)
         first += variable.n_tokens
     return statics
 
 
-def _end_bins(times: np.ndarray, n_bins: int) -> tuple[list[float], list[float]]:
-    """Atoms (values shared by at least 0.5% of the ended histories) and quantile intervals."""
+def _end_bins(times: np.ndarray, n_bins: int,
+              min_cell: int = MIN_CELL) -> tuple[list[float], list[float]]:
+    """Atoms (values shared by at least 0.5% of the ended histories, and by ``min_cell``) and
+    quantile intervals within the robust range, each holding ``min_cell`` histories."""
     if times.size == 0:
         return [], [0.0, 0.0]
     values, counts = np.unique(times, return_counts=True)
-    atoms = values[counts >= max(5, 0.005 * times.size)]
+    atoms = values[counts >= max(ATOM_PERSONS, min_cell, 0.005 * times.size)]
     rest = times[~np.isin(times, atoms)]
     spread = rest if rest.size else times
-    edges = np.unique(np.quantile(spread, np.linspace(0, 1, n_bins + 1)))
-    edges = np.concatenate([[min(edges[0], times.min())], edges[1:-1],
-                            [max(edges[-1], times.max())]]) if edges.size > 1 else \
+    low, high = robust_range(times, min_cell)
+    edges = np.unique(np.clip(np.quantile(spread, np.linspace(0, 1, n_bins + 1)), low, high))
+    edges = np.concatenate([[min(edges[0], low)], edges[1:-1],
+                            [max(edges[-1], high)]]) if edges.size > 1 else \
         np.array([edges[0], edges[0]])
-    return atoms.tolist(), edges.tolist()
+    return atoms.tolist(), merge_small_bins(edges.tolist(), spread, min_cell)
 
 
 def _robust_log_stats(values: np.ndarray) -> tuple[float, float]:
@@ -339,9 +477,89 @@ def _robust_log_stats(values: np.ndarray) -> tuple[float, float]:
     return float(logs.mean()), float(max(logs.std(), 1e-3))
 
 
-def build_vocabulary(cohort: Cohort, numeric_bins: int = 16, end_bins: int = 32) -> Vocabulary:
-    """Learn the vocabulary, the structure (absorbing states, allowed moves) and the scales."""
-    statics = _static_variables(cohort, numeric_bins)
+def _uses_age(cohort: Cohort) -> bool:
+    """Birth dates follow from a numeric age at index (else from their own offset)."""
+    return "age" in cohort.covariates and cohort.persons["age"].dtype.is_numeric()
+
+
+def release_cohort(cohort: Cohort, min_cell: int = MIN_CELL) -> tuple[Cohort, list[str]]:
+    """``cohort`` as the vocabulary may describe it, and notes saying what changed (counts, no
+    names): events of codes held by fewer than ``min_cell`` persons are dropped; a history is
+    censored when it enters a state held by fewer (left out when that is its initial state);
+    exits that end fewer histories (not absorbed) are read as ``censored``. Rare codes are
+    dropped rather than merged so that every sampled history keeps valid states and moves."""
+    persons, events, notes = cohort.persons, cohort.events, []
+    for _ in range(20):  # dropping persons can make another code rare: repeat until stable
+        held = events.group_by("code").agg(pl.col("person_id").n_unique().alias("persons"))
+        rare = held.filter(pl.col("persons") < min_cell).get_column("code").to_list()
+        if not rare:
+            break
+        states = [c for c in rare if c.startswith(STATE_PREFIX)]
+        others = [c for c in rare if not c.startswith(STATE_PREFIX)]
+        if others:
+            dropped = events.filter(pl.col("code").is_in(others)).height
+            events = events.filter(~pl.col("code").is_in(others))
+            notes.append(f"{dropped} event(s) of {len(others)} code(s) held by fewer than "
+                         f"{min_cell} persons dropped")
+        if states:
+            cut = (events.filter(pl.col("code").is_in(states)).group_by("person_id")
+                   .agg(pl.col("time").min().alias("_cut")))
+            left_out = cut.filter(pl.col("_cut") <= 0).height
+            events = (
+                events.join(cut, on="person_id", how="left", maintain_order="left")
+                .filter(pl.col("_cut").is_null() | (pl.col("time") < pl.col("_cut")))
+                .with_columns(pl.when(pl.col("_cut").is_not_null()
+                                      & (pl.col("end_time") > pl.col("_cut")))
+                              .then(pl.col("_cut")).otherwise(pl.col("end_time"))
+                              .alias("end_time"))
+                .drop("_cut")
+            )
+            persons = (
+                persons.join(cut, on="person_id", how="left", maintain_order="left")
+                .filter(pl.col("_cut").is_null() | (pl.col("_cut") > 0))
+                .with_columns(
+                    pl.coalesce("_cut", "followup_end").alias("followup_end"),
+                    pl.when(pl.col("_cut").is_not_null()).then(pl.lit(UNKNOWN_EXIT))
+                    .otherwise(pl.col("exit")).alias("exit"))
+                .drop("_cut")
+            )
+            notes.append(f"{cut.height} history(ies) censored on entering one of "
+                         f"{len(states)} state(s) entered by fewer than {min_cell} persons"
+                         + (f" ({left_out} left out: their initial state)" if left_out else ""))
+    if notes:
+        cohort = Cohort(persons, events, cohort.manifest, check=False)
+    absorbing, _ = absorbing_states(cohort)
+    ends = event_frame(cohort, set(absorbing)).filter(pl.col("end"))
+    counts = dict(ends.group_by("mark").len().iter_rows())
+    rare = {mark for mark, n in counts.items() if n < min_cell}
+    if rare:
+        unknown = END_PREFIX + UNKNOWN_EXIT
+        pooled = sum(counts[m] for m in rare) + (counts.get(unknown, 0) if unknown not in rare
+                                                 else 0)
+        common = {m: n for m, n in counts.items() if m not in rare}
+        target = unknown if pooled >= min_cell or not common else max(
+            common, key=lambda m: (common[m], m))
+        rows = ends.filter(pl.col("mark").is_in(list(rare)))["row"]
+        exit_name = target.removeprefix(END_PREFIX)
+        persons = cohort.persons.with_columns(
+            pl.when(pl.int_range(pl.len()).is_in(rows.implode())).then(pl.lit(exit_name))
+            .otherwise(pl.col("exit")).alias("exit"))
+        notes.append(f"{rows.len()} history(ies) ending in one of {len(rare)} exit(s) held by "
+                     f"fewer than {min_cell} persons read as {exit_name}")
+        cohort = Cohort(persons, cohort.events, cohort.manifest, check=False)
+    return cohort, notes
+
+
+def build_vocabulary(cohort: Cohort, numeric_bins: int = 16, end_bins: int = 32,
+                     min_cell: int = MIN_CELL) -> Vocabulary:
+    """Learn the vocabulary, the structure (absorbing states, allowed moves) and the scales,
+    from ``cohort`` as :func:`release_cohort` leaves it; ranges and bins follow the small-cell
+    rules (``min_cell`` = 1 keeps every level and the true extremes)."""
+    cohort, _ = release_cohort(cohort, min_cell)
+    if cohort.n_persons == 0:
+        raise TrajectoriesError(f"no history is left under the small-cell rules: every "
+                                f"initial state is held by fewer than {min_cell} persons")
+    statics = _static_variables(cohort, numeric_bins, min_cell)
     first_code = statics[-1].first_token + statics[-1].n_tokens
     codes = sorted(cohort.events.get_column("code").unique().to_list())
     states = [c for c in codes if c.startswith(STATE_PREFIX)]
@@ -355,12 +573,17 @@ def build_vocabulary(cohort: Cohort, numeric_bins: int = 16, end_bins: int = 32)
             pl.col("value").is_not_null().mean().alias("value_rate"),
             pl.col("value").mean().alias("value_mean"),
             pl.col("value").std().alias("value_sd"),
-            pl.col("value").min().alias("value_min"),
-            pl.col("value").max().alias("value_max"),
             pl.col("duration").is_not_null().mean().alias("end_rate"),
         ).sort("mark")
     )
     stats = {row["mark"]: row for row in per_code.iter_rows(named=True)}
+    # Value ranges: the min_cell-th smallest of persons' lowest values and the min_cell-th
+    # largest of their highest, so that each end is reached by min_cell persons.
+    extremes = events.filter(pl.col("value").is_not_null()).group_by("mark", "row").agg(
+        pl.col("value").min().alias("low"), pl.col("value").max().alias("high"))
+    for code, part in extremes.group_by("mark"):
+        stats[code[0]]["value_min"] = robust_range(part["low"].to_numpy(), min_cell)[0]
+        stats[code[0]]["value_max"] = robust_range(part["high"].to_numpy(), min_cell)[1]
     decimals = {
         code: _decimals(events.filter(pl.col("mark") == code)["value"].drop_nulls().to_numpy())
         if stats[code]["value_rate"] > 0 else None for code in codes
@@ -369,12 +592,15 @@ def build_vocabulary(cohort: Cohort, numeric_bins: int = 16, end_bins: int = 32)
         pl.col("mark").unique().sort())
     tokens = ["<pad>", "<bos>"] + [t for s in statics for t in s.token_names()] + codes + [
         END_PREFIX + e for e in exits]
-    atoms, edges = _end_bins(ends.get_column("time").to_numpy(), end_bins)
+    atoms, edges = _end_bins(ends.get_column("time").to_numpy(), end_bins, min_cell)
     gaps = events.filter(~pl.col("first")).get_column("gap").to_numpy()
     durations = events.get_column("duration").drop_nulls().to_numpy()
+    followup = cohort.persons["followup_end"].to_numpy()
+    site = statics[0]
+    sites = site.release(cohort.persons["site"].cast(pl.String).fill_null(NULL_LEVEL))
 
     def stat(name: str, default: float) -> list[float]:
-        values = [stats[c][name] for c in codes]
+        values = [stats[c].get(name) for c in codes]
         return [default if v is None or not np.isfinite(v) else float(v) for v in values]
 
     return Vocabulary(
@@ -402,13 +628,12 @@ def build_vocabulary(cohort: Cohort, numeric_bins: int = 16, end_bins: int = 32)
         gap_scale=_robust_log_stats(gaps)[1],
         duration_loc=_robust_log_stats(durations)[0],
         duration_scale=_robust_log_stats(durations)[1],
-        time_scale=float(max(cohort.persons["followup_end"].max(), 1.0)),
-        site_followup=dict(cohort.persons.group_by("site").agg(pl.col("followup_end").max())
-                           .sort("site").iter_rows()),
-        max_events=int(frame.group_by("row").len()["len"].max()),
+        time_scale=float(max(robust_max(followup, min_cell), 1.0)),
+        site_followup={level: robust_max(followup[(sites == level).to_numpy()], min_cell)
+                       for level in site.levels if (sites == level).any()},
+        max_events=int(robust_max(frame.group_by("row").len()["len"].to_numpy(), min_cell)),
         birth=("none" if cohort.persons["birth_date"].null_count() == cohort.n_persons
-               else "age" if any(s.name == "age" and s.kind == "numeric" for s in statics)
-               else "offset"),
+               else "age" if _uses_age(cohort) else "offset"),
         columns=[[name, str(cohort.persons.schema[name])] for name in cohort.covariates],
         concepts=cohort.manifest.model_dump().get("concepts"),
     )

@@ -193,20 +193,35 @@ def assemble(tokens: Tokens, rows: np.ndarray, vocab: Vocabulary, device: torch.
 # -- loss ----------------------------------------------------------------------------------------
 
 
-def batch_loss(net: EventSequenceNet, batch: dict[str, torch.Tensor],
-               tables: Tables) -> tuple[torch.Tensor, int, torch.Tensor]:
+def batch_loss(net: EventSequenceNet, batch: dict[str, torch.Tensor], tables: Tables,
+               per_person: bool = False) -> tuple[torch.Tensor, int, torch.Tensor]:
     """Summed negative log-likelihood of every head, the number of targets, and each target's
-    next-token log probability (for the code log-likelihood)."""
+    next-token log probability (for the code log-likelihood).
+
+    ``per_person``: the loss is a (batch,) tensor, each person's own sum, and every layer sees
+    (batch, ...) inputs, as per-sample gradients (DP-SGD) need; otherwise one summed scalar,
+    with the event heads run on the valid targets only."""
     history = net(batch["tokens"], batch["states"], batch["feats"])
     target = batch["target"]
     valid = target != PAD
     logits = net.mark(history).float().masked_fill(~tables.masks[batch["mask_row"]], NEGATIVE)
     mark_log_prob = F.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    loss = -mark_log_prob[valid].sum()
-
     target_v = target[valid]
-    gap_params, end_params, value_params, duration_params = net.attributes(
-        net.conditioned(history[valid], target_v))
+    if per_person:
+        owner = valid.nonzero()[:, 0]
+        loss = -mark_log_prob.masked_fill(~valid, 0.0).sum(1)
+        heads = [h[valid] for h in net.attributes(net.conditioned(history, target))]
+    else:
+        loss = -mark_log_prob[valid].sum()
+        heads = net.attributes(net.conditioned(history[valid], target_v))
+    gap_params, end_params, value_params, duration_params = heads
+
+    def add(total: torch.Tensor, terms: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """``total`` plus the per-target ``terms`` of the targets selected by ``where``."""
+        if not per_person:
+            return total + terms.sum()
+        return total.index_add(0, owner[where], terms.to(total.dtype))
+
     pick = {k: batch[k][valid] for k in ("gap", "value", "has_value", "duration", "censored",
                                          "end_bin", "first", "time", "cap")}
     is_end = target_v >= tables.first_end
@@ -215,36 +230,43 @@ def batch_loss(net: EventSequenceNet, batch: dict[str, torch.Tensor],
         params = gap_params[event]
         gap = pick["gap"][event]
         zero = gap <= 0
-        loss = loss + F.binary_cross_entropy_with_logits(params[:, 0], zero.float(),
-                                                         reduction="sum")
+        where = event.nonzero()[:, 0]
+        loss = add(loss, F.binary_cross_entropy_with_logits(params[:, 0], zero.float(),
+                                                            reduction="none"), where)
         # The gap's density truncated at the site's longest follow-up: an event that happens
         # is seen only before the end of follow-up.
         room = torch.maximum(pick["cap"][event] - pick["time"][event], gap)[~zero]
         x = (torch.log(gap[~zero]) - tables.gap_loc) / tables.gap_scale
         upper = (torch.log(room) - tables.gap_loc) / tables.gap_scale
-        loss = loss - (mixture_log_prob(params[~zero, 1:], x.float())
-                       - mixture_log_cdf(params[~zero, 1:], upper.float())).sum()
+        loss = add(loss, -(mixture_log_prob(params[~zero, 1:], x.float())
+                           - mixture_log_cdf(params[~zero, 1:], upper.float())), where[~zero])
     if is_end.any():
         logits = end_params[is_end]
+        end_bin = pick["end_bin"][is_end]
         reachable = ((tables.bin_high.unsqueeze(0) >= pick["time"][is_end].unsqueeze(1))
                      & (tables.bin_low.unsqueeze(0) <= pick["cap"][is_end].unsqueeze(1)))
+        # The true bin always counts (the site's cap is a robust maximum, not the largest).
+        reachable[torch.arange(end_bin.numel(), device=end_bin.device), end_bin] = True
         logits = logits.masked_fill(~reachable, NEGATIVE)
-        loss = loss + F.cross_entropy(logits, pick["end_bin"][is_end], reduction="sum")
+        loss = add(loss, F.cross_entropy(logits, end_bin, reduction="none"),
+                   is_end.nonzero()[:, 0])
     has = pick["has_value"]
     if has.any():
-        loss = loss - mixture_log_prob(value_params[has], pick["value"][has]).sum()
+        loss = add(loss, -mixture_log_prob(value_params[has], pick["value"][has]),
+                   has.nonzero()[:, 0])
     has = ~torch.isnan(pick["duration"])
     if has.any():
         params = duration_params[has]
         duration, censored = pick["duration"][has], pick["censored"][has]
         zero = duration <= 0
-        loss = loss + F.binary_cross_entropy_with_logits(params[:, 0], zero.float(),
-                                                         reduction="sum")
+        where = has.nonzero()[:, 0]
+        loss = add(loss, F.binary_cross_entropy_with_logits(params[:, 0], zero.float(),
+                                                            reduction="none"), where)
         x = ((torch.log(duration.clamp_min(1e-12)) - tables.duration_loc)
              / tables.duration_scale).float()
         exact, cut = ~zero & ~censored, ~zero & censored
-        loss = loss - mixture_log_prob(params[exact, 1:], x[exact]).sum()
-        loss = loss - mixture_log_survival(params[cut, 1:], x[cut]).sum()
+        loss = add(loss, -mixture_log_prob(params[exact, 1:], x[exact]), where[exact])
+        loss = add(loss, -mixture_log_survival(params[cut, 1:], x[cut]), where[cut])
     return loss, int(valid.sum()), mark_log_prob.masked_fill(~valid, 0.0)
 
 
@@ -295,7 +317,7 @@ def train_network(net: EventSequenceNet, train: Tokens, validation: Tokens, voca
                 loss, n, _ = batch_loss(net, batch, tables)
             optimizer.zero_grad(set_to_none=True)
             (loss / n).backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
             optimizer.step()
             total, targets = total + float(loss.detach()), targets + n
         validation_loss = evaluate(net, validation, vocab, config, device, config.seed)[0]

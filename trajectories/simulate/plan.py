@@ -11,7 +11,6 @@ import polars as pl
 from trajectories.hazards import Exponential
 from trajectories.scenario.schema import (
     CategoricalCovariate,
-    NormalCovariate,
     Scenario,
     Transition,
 )
@@ -135,12 +134,9 @@ class Plan:
         assert isinstance(spec, CategoricalCovariate)
         rows = []
         for site in self.scenario.sites:
-            probabilities = site.case_mix.get(covariate, spec.levels)
+            own = site.covariates.get(covariate)
+            probabilities = (own.levels if isinstance(own, CategoricalCovariate)
+                             else site.case_mix.get(covariate, spec.levels))
             rows.append(np.cumsum([probabilities[level] for level in spec.levels]))
         return np.array(rows)
 
-    def numeric_bounds(self, covariate: str) -> tuple[float, float]:
-        spec = self.scenario.covariates[covariate]
-        if isinstance(spec, NormalCovariate):
-            return spec.min, spec.max
-        return spec.low, spec.high

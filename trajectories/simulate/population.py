@@ -13,7 +13,9 @@ from scipy.special import ndtr, ndtri
 from trajectories.scenario.schema import (
     CategoricalCovariate,
     Copula,
+    DiscreteCovariate,
     NormalCovariate,
+    QuantileCovariate,
     UniformCovariate,
 )
 from trajectories.simulate.plan import Plan
@@ -53,12 +55,35 @@ def _sites(plan: Plan, start: int, stop: int, rng: np.random.Generator) -> np.nd
 
 
 def _numeric(spec, shift: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The numeric marginal's inverse CDF at ``u``, moved by the case-mix ``shift``."""
     if isinstance(spec, UniformCovariate):
         return spec.low + shift + u * (spec.high - spec.low)
+    if isinstance(spec, DiscreteCovariate):
+        cumulative = np.cumsum(spec.probabilities)
+        pick = np.minimum(np.searchsorted(cumulative, u, side="right"), len(spec.values) - 1)
+        return np.asarray(spec.values)[pick] + shift
+    if isinstance(spec, QuantileCovariate):
+        value = np.interp(u, np.linspace(0.0, 1.0, len(spec.quantiles)), spec.quantiles)
+        return (np.round(value) if spec.integer else value) + shift
     assert isinstance(spec, NormalCovariate)
     mean = spec.mean + shift
     low, high = ndtr((spec.min - mean) / spec.sd), ndtr((spec.max - mean) / spec.sd)
     return np.clip(mean + spec.sd * ndtri(low + u * (high - low)), spec.min, spec.max)
+
+
+def _site_numeric(plan: Plan, name: str, site: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """A numeric covariate at ``u``: each person's site marginal (its own, else the declared
+    one) with the site's case-mix shift."""
+    declared = plan.scenario.covariates[name]
+    shift = plan.site_mean_shift(name)[site]
+    own = [s.covariates.get(name) for s in plan.scenario.sites]
+    if not any(own):
+        return _numeric(declared, shift, u)
+    values = np.empty(u.size)
+    for j, spec in enumerate(own):
+        mine = site == j
+        values[mine] = _numeric(spec or declared, shift[mine], u[mine])
+    return values
 
 
 def _copula_uniforms(copula: Copula, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -182,7 +207,7 @@ def draw_population(plan: Plan, start: int, stop: int, rng: np.random.Generator)
             cumulative = plan.site_level_cumulative(name)[site]
             categorical[name] = (u[:, None] >= cumulative[:, :-1]).sum(axis=1)
         else:
-            numeric[name] = _numeric(spec, plan.site_mean_shift(name)[site], u)
+            numeric[name] = _site_numeric(plan, name, site, u)
     if plan.baseline is not None:
         # After the declared draws, one uniform per person picks a whole row of its site.
         pick = plan.baseline.pick(site, rng.random(m))

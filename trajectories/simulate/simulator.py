@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -52,16 +53,19 @@ class MarkovSimulator:
 
     ``block_size`` fixes how persons are grouped into independently seeded blocks; it is part
     of what defines the output (with scenario, n and seed), so keep the default unless every
-    run you compare uses the same value.
+    run you compare uses the same value. ``provenance``: manifest keys of every cohort made
+    (a fitted model's ``reference_fingerprint``, ``n_reference`` and ``reference_split``).
     """
 
     generator_name = "MarkovSimulator"
 
-    def __init__(self, scenario: Scenario | str | Path, block_size: int = DEFAULT_BLOCK_SIZE):
+    def __init__(self, scenario: Scenario | str | Path, block_size: int = DEFAULT_BLOCK_SIZE,
+                 provenance: dict[str, Any] | None = None):
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         if block_size < 1:
             raise TrajectoriesError(f"block_size must be a positive integer, got {block_size}")
         self.block_size = block_size
+        self.provenance = dict(provenance or {})
         self.plan = Plan.compile(self.scenario)
 
     # -- public API ----------------------------------------------------------------------------
@@ -222,6 +226,7 @@ class MarkovSimulator:
             scenario_hash=self.scenario.content_hash(),
             block_size=self.block_size,
             concepts=self.scenario.concept_map(),
+            **self.provenance,
             **extra,
         )
 
