@@ -338,3 +338,15 @@ def test_cli_fits_simulates_validates_and_describes_a_private_model(tmp_path: Pa
     assert len(integrity) >= 20 and set(integrity) == {"pass"}  # a valid cohort, whatever noise
     described = runner.invoke(app, ["describe", "--model", str(model)], terminal_width=200)
     assert described.exit_code == 0 and "epsilon_spent" in described.output
+
+
+def test_a_public_horizon_is_not_released_and_is_said_to_be_public(rossi):
+    trace: list = []
+    model = MultiStateModel(epsilon=2.0, horizon_days=400.0)
+    fit_private(model, rossi, np.random.default_rng(4), trace=trace)
+    assert not any("follow-up ends on the range grid" in what for what, *_ in trace)
+    assert model.privacy_["bounds"]["horizon_days"] == 400.0
+    assert any("horizon (400 days, given)" in item for item in model.privacy_["public"])
+    assert model.privacy_["epsilon_spent"] <= 2.0
+    with pytest.raises(FitError, match="goes with epsilon"):
+        MultiStateModel(horizon_days=400.0)

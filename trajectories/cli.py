@@ -208,6 +208,11 @@ def fit(
         float | None, typer.Option(help="The delta of --epsilon (default: min(1e-5, "
                                    "n ** -1.1) for n persons).")
     ] = None,
+    horizon_days: Annotated[
+        float | None, typer.Option(help="With --epsilon: the study's longest follow-up in days, "
+                                   "if public (the design's, e.g. 1826 for five years); spares "
+                                   "its noisy release, which small cohorts cannot afford.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Fit a multi-state model to a reference cohort; writes an editable scenario.toml."""
@@ -228,7 +233,7 @@ def fit(
             families=chosen, clock=clock, site_effects=site_effects, censoring=censoring,
             covariates=parse_list(covariates), covariate_draw=covariate_draw,
             holdout_fraction=holdout_fraction, holdout_seed=holdout_seed,
-            epsilon=epsilon, delta=delta,
+            epsilon=epsilon, delta=delta, horizon_days=horizon_days,
         ).fit(cohort)
     model.save(out_dir, overwrite=overwrite)
     summary = model.summary()
@@ -387,6 +392,11 @@ def describe(
     print_frame(summary.states, "States entered")
     print_frame(summary.exits, "How follow-up ended")
     print_frame(summary.codes, "Events per code")
+    from validation.compare import synthetic_interval_note
+
+    note = synthetic_interval_note(manifest)
+    if note:
+        out.print(f"note: {note}", highlight=False)
 
 
 def _describe_model(directory: Path) -> None:

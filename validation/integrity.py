@@ -15,6 +15,7 @@ import polars as pl
 
 from trajectories.cohort import (
     DATA_MODEL_RULES,
+    MAX_AGE_YEARS,
     STATE_PREFIX,
     Cohort,
     find_violations,
@@ -76,7 +77,7 @@ def _data_model_results(cohort: Cohort) -> list[IntegrityResult]:
 
 def check_integrity(
     cohort: Cohort,
-    age_range: tuple[float, float] = (0, 120),
+    age_range: tuple[float, float] = (0, MAX_AGE_YEARS),
     absorbing_states: Iterable[str] | None = None,
 ) -> list[IntegrityResult]:
     """Every integrity rule checked on ``cohort``, passed or not, in a fixed order.

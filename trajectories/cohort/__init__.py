@@ -41,6 +41,7 @@ from trajectories.cohort.schema import (
     EVENT_COLUMNS,
     EVENT_NULLABLE,
     EXITS,
+    MAX_AGE_YEARS,
     MICROSECONDS_PER_DAY,
     PERSON_COLUMNS,
     PERSON_NULLABLE,
@@ -57,6 +58,7 @@ from trajectories.cohort.schema import (
 from trajectories.cohort.split import fit_part, holdout_split
 
 __all__ = [
+    "MAX_AGE_YEARS",
     "CODE_PATTERN",
     "DATA_MODEL_RULES",
     "EVENTS_FILE",

@@ -37,6 +37,9 @@ EVENT_COLUMNS: dict[str, pl.DataType] = {
 EVENT_NULLABLE = {"end_time", "value"}
 
 STATE_PREFIX = "state:"
+MAX_AGE_YEARS = 120.0
+"""The oldest age at index a plausible cohort holds (validation's integrity rule; generators
+keep drawn ages within [0, MAX_AGE_YEARS])."""
 CODE_PATTERN = r"^[a-z_]+:.+$"
 MICROSECONDS_PER_DAY = 86_400_000_000
 """Time is float days since index; dates and datetimes at the edges convert through this."""

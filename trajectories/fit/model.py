@@ -128,6 +128,7 @@ class MultiStateModel:
         holdout_seed: int = 0,
         epsilon: float | None = None,
         delta: float | None = None,
+        horizon_days: float | None = None,
     ) -> None:
         if covariate_draw == "marginal":
             warnings.warn("covariate_draw='marginal' is now 'copula' (marginals that keep each "
@@ -159,6 +160,10 @@ class MultiStateModel:
         if delta is not None and (epsilon is None or not 0 < delta < 1):
             raise FitError(f"delta must be between 0 and 1 and goes with epsilon, got {delta!r}")
         self.epsilon, self.delta = epsilon, delta  # differential privacy: fit.private
+        if horizon_days is not None and (epsilon is None or not horizon_days > 0):
+            raise FitError(f"horizon_days must be a positive number of days and goes with "
+                           f"epsilon, got {horizon_days!r}")
+        self.horizon_days = horizon_days  # public: spares the private fit's horizon release
         self._scenario: Scenario | None = None
         self._rows_dir: tempfile.TemporaryDirectory | None = None
 

@@ -16,11 +16,12 @@ below ``MIN_CELL`` is replaced by its expected count under the pooled shares.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
 
+from trajectories.cohort import MAX_AGE_YEARS
 from trajectories.disclosure import MIN_CELL, robust_range
 from trajectories.fit.covariates import CovariateSpec, copula_table
 
@@ -29,6 +30,8 @@ DISCRETE_MAX_VALUES = 10
 OWN_MARGINALS_MIN = 2 * MIN_CELL
 """Persons a site needs for marginals of its own (else it draws the pooled ones)."""
 MIN_KNOTS, MAX_KNOTS = 2, 101
+PERSONS_PER_KNOT = MIN_CELL
+"""Persons per interval between quantile knots."""
 SITE = "site"
 
 
@@ -75,6 +78,9 @@ class CovariateModel:
 
         def table(name: str, marginal: Marginal) -> dict:
             spec = by_name[name]
+            if name == "age" and marginal.kind == "quantiles":  # ages lie in [0, 120] years
+                marginal = replace(marginal, values=tuple(
+                    min(max(0.0, v), MAX_AGE_YEARS) for v in marginal.values))
             return marginal.scenario_table(spec.center,
                                            spec.levels[0] if spec.levels else None)
 
@@ -181,7 +187,7 @@ def _quantiles(values: np.ndarray) -> Marginal:
     within the robust range (the ``MIN_CELL``-th smallest and largest values) except the end
     knots, which are never the minimum or maximum: each continues its neighbouring interval's
     width outwards (kept at or above 0 for a covariate with no negative value)."""
-    k = int(np.clip(values.size // MIN_CELL + 1, MIN_KNOTS, MAX_KNOTS))
+    k = int(np.clip(values.size // PERSONS_PER_KNOT + 1, MIN_KNOTS, MAX_KNOTS))
     low, high = robust_range(values)
     knots = np.clip(np.quantile(values, np.linspace(0.0, 1.0, k)), low, high)
     if k >= 4:

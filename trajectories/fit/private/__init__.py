@@ -78,9 +78,9 @@ def default_delta(n: int) -> float:
     return float(min(1e-5, max(n, 1) ** -1.1))
 
 
-def _groups(schema: list, sites: int, site_effects: bool) -> list[str]:
-    groups = ["structure", "horizon", "index_dates", "censoring", "event_totals",
-              "person_time", "events"]
+def _groups(schema: list, sites: int, site_effects: bool, horizon: bool = True) -> list[str]:
+    groups = ["structure", *(["horizon"] if horizon else []), "index_dates", "censoring",
+              "event_totals", "person_time", "events"]
     if any(s.kind == "numeric" for s in schema):
         groups.append("covariate_bounds")
     if schema:
@@ -128,7 +128,7 @@ def fit_private(model: MultiStateModel, cohort: Cohort, rng: np.random.Generator
     schema = public_schema(rows, names)
     public_sites = sorted(rows.get_column("site").unique().to_list())
     site_effects = model.site_effects != "none"
-    groups = _groups(schema, len(public_sites), site_effects)
+    groups = _groups(schema, len(public_sites), site_effects, model.horizon_days is None)
     if "copula" in groups:
         trial = Budget(groups)
         predicted = copula_sd(n, len(schema), accountant.sigma(1.0, trial.share("copula")))
@@ -149,8 +149,12 @@ def fit_private(model: MultiStateModel, cohort: Cohort, rng: np.random.Generator
     sites = [public_sites[i] for i in order]  # largest (released) first: the reference site
     site_counts = structure.site_counts[order]
     site_index = np.argsort(order)[site_index]
-    horizon = release_horizon(mechanisms, budget,
-                              cohort.persons.get_column("followup_end").to_numpy().astype(float))
+    if model.horizon_days is not None:  # given, public: no release
+        horizon = float(model.horizon_days)
+        public_extra.append(f"the follow-up horizon ({horizon:g} days, given)")
+    else:
+        horizon = release_horizon(
+            mechanisms, budget, cohort.persons.get_column("followup_end").to_numpy().astype(float))
     specs, covariate_model, design = fit_covariates(
         mechanisms, budget, rows, schema, site_index, sites, site_counts, model.centers,
         site_effects, notes)
@@ -171,6 +175,12 @@ def fit_private(model: MultiStateModel, cohort: Cohort, rng: np.random.Generator
     transitions = fit_hazards(mechanisms, budget, spells, states, reset, horizon, design,
                               max_transitions, notes)
 
+    # Only a state that is left can be initial (noise may have let an absorbing one pass).
+    sources = {states.index(t.source) for t in transitions}
+    initial = [i for i in initial if i in sources]
+    if not initial:
+        first = max(sources, key=lambda i: (structure.initial_counts[i], -i))
+        initial, initial_counts = [first], np.eye(len(states))[first]
     _set_states(model, transitions, states, initial, initial_counts, structure.endings)
     model.notes_ = [f"fitted with differential privacy (epsilon {model.epsilon:g}, delta "
                     f"{delta:.3g}, one person replaced): every estimate is post-processing of "

@@ -33,7 +33,10 @@ from trajectories.fit.private.effects import Design
 from trajectories.fit.private.mechanisms import (
     Leaves,
     Mechanisms,
+    age_edges,
+    integer_edges,
     mixture,
+    octave_edges,
     release_ranges,
     simplex_projection,
     tree_histogram,
@@ -113,10 +116,13 @@ def fit_covariates(
     numeric = [s for s in schema if s.kind == "numeric"]
     bounds: dict[str, tuple[float, float]] = {}
     if numeric:
+        # age is in years, 0 to 128 at most: public, and a grid of 8 cells instead of ~70
+        grids = [age_edges() if s.name == "age" else integer_edges() if s.integer
+                 else octave_edges() for s in numeric]
         ranges = release_ranges(mechanisms, "numeric covariates on the range grid",
                                 [rows.get_column(s.name).cast(pl.Float64).to_numpy()
                                  for s in numeric], [s.integer for s in numeric],
-                                budget.share("covariate_bounds"), rows.height)
+                                budget.share("covariate_bounds"), rows.height, grids=grids)
         for s, (low, high) in zip(numeric, ranges, strict=True):
             if s.integer:  # the whole numbers in [low, high)
                 low, high = math.ceil(low), math.ceil(high) - 1

@@ -28,6 +28,7 @@ from trajectories.fit.private.accounting import Budget
 from trajectories.fit.private.mechanisms import (
     Leaves,
     Mechanisms,
+    day_edges,
     mixture,
     release_ranges,
     simplex_projection,
@@ -80,7 +81,8 @@ def release_structure(mechanisms: Mechanisms, budget: Budget, cohort: Cohort,
 def release_horizon(mechanisms: Mechanisms, budget: Budget, followup: np.ndarray) -> float:
     """The follow-up horizon: the released upper end of follow-up (days, at least 1)."""
     ((_, high),) = release_ranges(mechanisms, "follow-up ends on the range grid", [followup],
-                                  [False], budget.share("horizon"), followup.size)
+                                  [False], budget.share("horizon"), followup.size,
+                                  grids=[day_edges()])
     return max(float(high), 1.0)
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from trajectories.cohort import MAX_AGE_YEARS
 from trajectories.fit.private.accounting import Accountant
 
 SIGNIFICANCE = 0.01
@@ -131,14 +132,30 @@ def _quarters(a: float, b: float, integer: bool) -> np.ndarray | None:
     return np.sort(np.geomspace(abs(a), abs(b), 5) * np.sign(a))
 
 
+def day_edges() -> np.ndarray:
+    """A range grid for durations in days: 0, then octaves 1 ... 2^16 (179 years). Knowing
+    that follow-up is positive and shorter than that is public; the fewer cells, the less
+    likely an empty cell's noise outgrows the data's largest cell."""
+    return np.concatenate([[0.0], 2.0 ** np.arange(0, 17)])
+
+
+def age_edges() -> np.ndarray:
+    """A range grid for ages in years: 0, octaves 1 ... 64, then 120 (the data model's oldest
+    age at index: ages are public to lie in [0, 120])."""
+    return np.concatenate([[0.0], 2.0 ** np.arange(0, 7), [MAX_AGE_YEARS]])
+
+
 def release_ranges(mechanisms: Mechanisms, what: str, columns: Sequence[np.ndarray],
-                   integer: Sequence[bool], share: float, n: int) -> list[tuple[float, float]]:
+                   integer: Sequence[bool], share: float, n: int,
+                   grids: Sequence[np.ndarray] | None = None) -> list[tuple[float, float]]:
     """Per column of values, a released half-open range [low, high): the run of cells of the
     range grid (octaves; :func:`integer_edges` for whole numbers) given by :func:`_run`, then,
     when the noise allows (sd at most ``QUARTER_RESOLUTION`` n), each end narrowed to its
     outermost quarter-octave clearing ``RANGE_Z`` noise sds, from a second release. Each
-    release is one count per column and person: sensitivity sqrt(2 * columns)."""
-    grids = [integer_edges() if whole else octave_edges() for whole in integer]
+    release is one count per column and person: sensitivity sqrt(2 * columns). ``grids``:
+    public grids to use instead (e.g. :func:`day_edges`)."""
+    if grids is None:
+        grids = [integer_edges() if whole else octave_edges() for whole in integer]
     sensitivity = math.sqrt(2 * len(columns))
     refine = mechanisms.accountant.sigma(sensitivity, share / 2) <= QUARTER_RESOLUTION * n
     counts = [np.bincount(grid_cells(v, e), minlength=e.size - 1).astype(float)
