@@ -350,3 +350,16 @@ def test_a_public_horizon_is_not_released_and_is_said_to_be_public(rossi):
     assert model.privacy_["epsilon_spent"] <= 2.0
     with pytest.raises(FitError, match="goes with epsilon"):
         MultiStateModel(horizon_days=400.0)
+
+
+def test_validate_uses_the_split_of_a_private_model_though_its_fingerprint_is_withheld(rossi):
+    from validation import compare
+
+    model = MultiStateModel(epsilon=4.0, holdout_fraction=0.5, holdout_seed=2)
+    fit_private(model, rossi, np.random.default_rng(6))
+    synthetic = model.simulate(1000, seed=1)
+    assert synthetic.manifest.reference_fingerprint == "dp-withheld"
+    report = compare(synthetic, rossi, figures=False)
+    judged = [c for c in report.checks if c.group == "privacy" and c.verdict != "info"]
+    assert len(judged) >= 5
+    assert "is not checked" in report.context["privacy train"]

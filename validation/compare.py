@@ -27,6 +27,7 @@ from trajectories.cohort import (
     initial_states,
     state_names,
 )
+from trajectories.cohort.files import FINGERPRINT_WITHHELD
 from trajectories.errors import TrajectoriesError
 from trajectories.parallel import Parallel, parallel_from
 from trajectories.privacy import checks as privacy
@@ -197,6 +198,9 @@ def _privacy_sides(synthetic: Cohort | PartitionedCohort, reference: Cohort,
                 f"synthetic manifest: reference_split must be {{'fraction': f, 'seed': s}}, got "
                 f"{split!r}") from None
         recorded_print = synthetic.manifest.reference_fingerprint
+        unverified = recorded_print == FINGERPRINT_WITHHELD
+        if unverified:  # a private model withholds it: the split is applied as recorded
+            recorded_print = None
         if recorded_print is not None and recorded_print != (
                 reference.manifest.reference_fingerprint or reference.fingerprint()):
             if holdout is None:
@@ -208,7 +212,10 @@ def _privacy_sides(synthetic: Cohort | PartitionedCohort, reference: Cohort,
             train, recorded = holdout_split(reference, fraction, split_seed)
             described = (f"the train part of the reference ({train.n_persons:,} of "
                          f"{reference.n_persons:,} persons), split as the synthetic manifest "
-                         f"records (reference_split: fraction {fraction:g}, seed {split_seed})")
+                         f"records (reference_split: fraction {fraction:g}, seed {split_seed})"
+                         + ("; the private model withholds the reference's fingerprint, so "
+                            "that this is the reference it was fitted to is not checked"
+                            if unverified else ""))
             if holdout is None:
                 holdout = recorded
                 source = f"the holdout part of that split ({recorded.n_persons:,} persons)"

@@ -42,6 +42,11 @@ RUN_KEYS = ("generator", "package_version", "scenario_name", "scenario_hash", "n
 """What must match for a directory's blocks to be reused by a new run."""
 
 
+FINGERPRINT_WITHHELD = "dp-withheld"
+"""``reference_fingerprint`` of cohorts from a differentially private model: the reference's
+hash is not a private release, so it is withheld (and a split cannot be checked against it)."""
+
+
 class Manifest(BaseModel):
     """Provenance of a cohort; generators may add their own keys (a partitioned cohort's
     ``blocks`` list each block's files, rows and SHA-256)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from trajectories.cohort import Cohort, prepare_output_directory
+from trajectories.cohort import Cohort, fit_part, prepare_output_directory
 from trajectories.errors import FitError, PrivacyWarning
 from trajectories.fit.draws import DRAWS, bootstrap_cohort, draw_scenario
 from trajectories.fit.model import FIT_FILE, SCENARIO_FILE, MultiStateModel, saved_provenance
@@ -38,7 +38,8 @@ def simulate_replicates(
 ) -> list[Path]:
     """Write ``m`` replicates of the model in ``model_dir`` under ``out_dir``; replicate i
     draws its parameters from ``np.random.default_rng([seed, i])`` and simulates with a seed
-    derived from (seed, i). ``bootstrap`` draws refit on a person bootstrap of ``reference``."""
+    derived from (seed, i). ``bootstrap`` draws refit on a person bootstrap of ``reference``
+    (its train part, when the model was fitted with a holdout split)."""
     model_dir = Path(model_dir)
     if draws not in DRAWS:
         raise FitError(f"--draws must be one of {list(DRAWS)}, got {draws!r}")
@@ -56,6 +57,9 @@ def simulate_replicates(
     if draws == "bootstrap" and reference is None:
         raise FitError("--draws bootstrap refits the model on a person bootstrap of its "
                        "reference: give --reference (the model keeps no rows)")
+    split = summary.get("reference", {}).get("split")
+    if reference is not None and split:  # refit on what the model saw, not its holdout
+        reference, _, _ = fit_part(reference, float(split["fraction"]), int(split["seed"]))
     scenario = load_scenario(model_dir / SCENARIO_FILE)
     provenance = saved_provenance(model_dir)
     n_reference = summary.get("reference", {}).get("n_persons")

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import stats
 
 from trajectories.cohort import Cohort, fit_part, state_names
+from trajectories.cohort.files import FINGERPRINT_WITHHELD
 from trajectories.errors import FitError
 from trajectories.fit.covariates import baseline_rows
 from trajectories.fit.private.accounting import Accountant, Budget
@@ -64,7 +65,7 @@ from trajectories.fit.processes import Processes
 if TYPE_CHECKING:
     from trajectories.fit.model import MultiStateModel
 
-WITHHELD = "dp-withheld"
+WITHHELD = FINGERPRINT_WITHHELD
 """The reference fingerprint's stand-in: a hash of the rows would single the data set out."""
 INITIAL_FALSE_POSITIVE = 0.01
 PUBLIC = ["the number of persons", "state names", "site names", "covariate names",
