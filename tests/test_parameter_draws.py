@@ -105,3 +105,23 @@ def test_simulate_replicates_writes_manifests_that_say_which_draw(model, referen
                              str(tmp_path / "boot")], capture_output=True, text=True)
     assert failed.returncode == 2 and "give --reference" in failed.stderr + failed.stdout
     assert "Traceback" not in failed.stderr
+
+
+def test_validate_shows_the_interval_combined_over_a_replicate_folder(model, reference, tmp_path):
+    directory = model.save(tmp_path / "model")
+    runner = CliRunner()
+    made = runner.invoke(app, ["simulate", "--model", str(directory), "--replicates", "3",
+                               "--n", "400", "--seed", "2", "--out", str(tmp_path / "reps")])
+    assert made.exit_code == 0, made.output
+    reference.write(tmp_path / "reference")
+    validated = runner.invoke(app, ["validate", str(tmp_path / "reps" / "replicate-1"),
+                                    "--reference", str(tmp_path / "reference"), "--report",
+                                    str(tmp_path / "report")])
+    assert validated.exit_code in (0, 1), validated.output
+    context = json.loads((tmp_path / "report" / "report.json").read_text())["context"]
+    combined = {k: v for k, v in context.items() if k.startswith("combined survival at day 365")}
+    assert len(combined) == 1 and "over 3 replicates (proper)" in next(iter(combined))
+    (estimate, ci), = [(float(v.split(" [")[0]), v.split("; naive")[0]) for v in combined.values()]
+    low, high = (float(x) for x in ci.split("[")[1].rstrip("]").split(", "))
+    naive = next(iter(combined.values())).split("naive [")[1].split("]")[0].split(", ")
+    assert low < estimate < high and high - low > float(naive[1]) - float(naive[0])

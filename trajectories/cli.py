@@ -590,6 +590,7 @@ def validate(
     from validation import compare, load_thresholds
     from validation.endpoints import load_endpoints
     from validation.published import is_published_figures, load_published
+    from validation.thresholds import Thresholds
 
     reference_data = (
         load_published(reference) if is_published_figures(reference) else Cohort.read(reference)
@@ -605,6 +606,11 @@ def validate(
         parallel=_parallel(executor, workers, scheduler),
         holdout=Cohort.read(holdout) if holdout is not None else None,
     )
+    if not is_published_figures(reference):
+        from trajectories.inference.analyze import combined_landmarks
+
+        days = (load_thresholds(thresholds) if thresholds else Thresholds()).landmark_days
+        result.context |= combined_landmarks(synthetic, list(days))
     report.mkdir(parents=True, exist_ok=True)
     result.write_json(report / "report.json")
     result.write_html(report / "report.html")

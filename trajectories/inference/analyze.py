@@ -8,14 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trajectories.errors import InferenceError
 from trajectories.inference.analyses import (
     Analysis,
     Estimate,
+    Landmark,
     choose_endpoint,
     cohort_endpoints,
     known_covariates,
 )
-from trajectories.inference.replicates import Replicates, choose_rule, read_replicates
+from trajectories.inference.replicates import (
+    REPLICATE_DIR,
+    Replicates,
+    choose_rule,
+    read_replicates,
+)
 from trajectories.inference.rules import CombinedEstimate, combine
 from validation.endpoints import endpoint_times
 
@@ -92,3 +99,32 @@ def analyze(replicates: Replicates | str | Path, analysis: Analysis, *, rule: st
 
 def _number(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def combined_landmarks(cohort_dir: str | Path, days: list[float]) -> dict[str, str]:
+    """For a cohort that is one of a complete folder of replicates: survival at each of
+    ``days`` (within its follow-up) combined over all of them, beside the naive interval, as
+    report context lines (empty for any other cohort, or when the replicates disagree)."""
+    cohort_dir = Path(cohort_dir)
+    if not REPLICATE_DIR.fullmatch(cohort_dir.name):
+        return {}
+    try:
+        replicates = read_replicates(cohort_dir.parent)
+    except InferenceError as error:
+        return {"combined over replicates": f"not computed: {error}"}
+    if len(replicates.cohorts) < 2:
+        return {}
+    horizon = float(replicates.cohorts[0].persons.get_column("followup_end").max() or 0.0)
+    lines = {}
+    for day in (d for d in days if d < horizon):
+        try:
+            result = analyze(replicates, Landmark(days=day))
+        except InferenceError as error:
+            return {"combined over replicates": f"not computed: {error}"}
+        lo, hi = result.ci
+        naive_lo, naive_hi = result.naive_ci
+        lines[f"combined {result.analysis} over {len(replicates.cohorts)} replicates "
+              f"({result.rule})"] = (f"{result.estimate:.3f} [{lo:.3f}, {hi:.3f}]; naive "
+                                     f"[{naive_lo:.3f}, {naive_hi:.3f}] (this cohort's own CI "
+                                     "is the naive kind, not a population interval)")
+    return lines
