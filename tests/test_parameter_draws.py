@@ -85,12 +85,18 @@ def test_none_draws_the_estimates_and_bootstrap_needs_the_reference(model, refer
         resampled.persons["person_id"].to_list())
 
 
-def test_simulate_replicates_writes_manifests_that_say_which_draw(model, reference, tmp_path):
+def replicates(model, tmp_path, n: int, seed: int):
+    """The saved model's directory, after `simulate --replicates 3` wrote tmp_path/reps."""
     directory = model.save(tmp_path / "model")
-    runner = CliRunner()
-    result = runner.invoke(app, ["simulate", "--model", str(directory), "--replicates", "3",
-                                 "--n", "300", "--seed", "4", "--out", str(tmp_path / "reps")])
+    result = CliRunner().invoke(app, ["simulate", "--model", str(directory), "--replicates",
+                                      "3", "--n", str(n), "--seed", str(seed), "--out",
+                                      str(tmp_path / "reps")])
     assert result.exit_code == 0, result.output
+    return directory
+
+
+def test_simulate_replicates_writes_manifests_that_say_which_draw(model, reference, tmp_path):
+    directory = replicates(model, tmp_path, n=300, seed=4)
     seen = []
     for i in (1, 2, 3):
         cohort = Cohort.read(tmp_path / "reps" / f"replicate-{i}")
@@ -108,11 +114,8 @@ def test_simulate_replicates_writes_manifests_that_say_which_draw(model, referen
 
 
 def test_validate_shows_the_interval_combined_over_a_replicate_folder(model, reference, tmp_path):
-    directory = model.save(tmp_path / "model")
+    replicates(model, tmp_path, n=400, seed=2)
     runner = CliRunner()
-    made = runner.invoke(app, ["simulate", "--model", str(directory), "--replicates", "3",
-                               "--n", "400", "--seed", "2", "--out", str(tmp_path / "reps")])
-    assert made.exit_code == 0, made.output
     reference.write(tmp_path / "reference")
     validated = runner.invoke(app, ["validate", str(tmp_path / "reps" / "replicate-1"),
                                     "--reference", str(tmp_path / "reference"), "--report",
