@@ -392,7 +392,7 @@ def describe(
     print_frame(summary.states, "States entered")
     print_frame(summary.exits, "How follow-up ended")
     print_frame(summary.codes, "Events per code")
-    from validation.compare import synthetic_interval_note
+    from trajectories.cohort.files import synthetic_interval_note
 
     note = synthetic_interval_note(manifest)
     if note:

@@ -51,3 +51,11 @@ def merge_rare_levels(counts: Mapping[str, int], min_cell: int = MIN_CELL) -> di
     for lv in rare:
         mapping[lv] = target
     return mapping
+
+
+def suppress_small_counts(counts: np.ndarray, shares: np.ndarray, total: float,
+                          min_cell: int = MIN_CELL) -> np.ndarray:
+    """``counts`` with every cell below ``min_cell`` replaced by its expected count
+    ``shares * total`` under a larger group's shares (a site's cells under the pooled ones)."""
+    counts = np.asarray(counts, dtype=float)
+    return np.where(counts < min_cell, np.asarray(shares, dtype=float) * total, counts)

@@ -27,7 +27,7 @@ from trajectories.cohort import (
     initial_states,
     state_names,
 )
-from trajectories.cohort.files import FINGERPRINT_WITHHELD
+from trajectories.cohort.files import FINGERPRINT_WITHHELD, synthetic_interval_note
 from trajectories.errors import TrajectoriesError
 from trajectories.parallel import Parallel, parallel_from
 from trajectories.privacy import checks as privacy
@@ -152,24 +152,6 @@ def compare(
     if figures:
         col.figures |= transition_checks.figures(pooled, states, absorbing)
     return Report(col.checks, col.figures, context, notes)
-
-
-def synthetic_interval_note(manifest) -> str | None:
-    """What a confidence interval computed on a cohort simulated from a fitted model is worth
-    (None for a cohort not made from a fitted model)."""
-    extra = manifest.model_extra or {}
-    n_reference = extra.get("n_reference") or (extra.get("replicate") or {}).get("n_reference")
-    if not n_reference:
-        return None
-    replicate = extra.get("replicate")
-    made = (f"replicate {replicate['index']} of {replicate['m']} ({replicate['draws']} draws)"
-            if replicate else "one cohort")
-    return (f"this synthetic cohort ({made}, {manifest.n_persons:,} persons) comes from a model "
-            f"fitted to {n_reference:,} real persons: a confidence interval computed on it alone "
-            "is not a population interval (it ignores the real data's sampling error, and at "
-            "10x the real size covers the truth about half the time); simulate replicates "
-            "(trajectories simulate --model M --replicates 5) and combine them (trajectories "
-            "analyze DIR --hazard-ratio ...)")
 
 
 def _compared(synthetic: Cohort | PartitionedCohort, reference: Cohort) -> dict[str, str]:

@@ -79,6 +79,24 @@ class Manifest(BaseModel):
         )
 
 
+def synthetic_interval_note(manifest: Manifest) -> str | None:
+    """What a confidence interval computed on a cohort simulated from a fitted model is worth
+    (None for a cohort not made from a fitted model)."""
+    extra = manifest.model_extra or {}
+    n_reference = extra.get("n_reference") or (extra.get("replicate") or {}).get("n_reference")
+    if not n_reference:
+        return None
+    replicate = extra.get("replicate")
+    made = (f"replicate {replicate['index']} of {replicate['m']} ({replicate['draws']} draws)"
+            if replicate else "one cohort")
+    return (f"this synthetic cohort ({made}, {manifest.n_persons:,} persons) comes from a model "
+            f"fitted to {n_reference:,} real persons: a confidence interval computed on it alone "
+            "is not a population interval (it ignores the real data's sampling error, and at "
+            "10x the real size covers the truth about half the time); simulate replicates "
+            "(trajectories simulate --model M --replicates 5) and combine them (trajectories "
+            "analyze DIR --hazard-ratio ...)")
+
+
 # -- a single-file cohort -------------------------------------------------------------------------
 
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MIN_CELL = 11
-"""Persons a site (or a site's censored persons) needs for its own distribution, and that an
-extreme value needs to be used as an end knot as it is (cells of 1 to 10 are small)."""
+from trajectories.disclosure import MIN_CELL
+
+# MIN_CELL: persons a site (or a site's censored persons) needs for its own distribution, and
+# that an extreme value needs to be used as an end knot as it is (cells of 1 to 10 are small).
 END_LEVEL = 0.01
 """The end knots are the quantiles at this fraction of the mass from either end."""
 PERSONS_PER_KNOT = 10

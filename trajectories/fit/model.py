@@ -298,10 +298,10 @@ class MultiStateModel:
                     frame.get_column("exit").is_in(censoring_fit.CENSORED_EXITS).to_numpy())
 
         pooled = empirical.fit_site(*arrays(cohort.persons))
-        if cohort.n_persons < empirical.MIN_CELL:
+        if cohort.n_persons < MIN_CELL:
             self.notes_.append(f"only {cohort.n_persons} persons: index-date and censoring "
                               "quantiles rest on fewer than "
-                              f"{empirical.MIN_CELL} persons")
+                              f"{MIN_CELL} persons")
         fits = {}
         for site in self.sites_:
             fits[site] = empirical.fit_site(
@@ -310,7 +310,7 @@ class MultiStateModel:
             if fits[site].pooled:
                 self.notes_.append(
                     f"site {site!r}: {fits[site].n_persons} persons, {fits[site].n_censored} "
-                    f"censored (fewer than {empirical.MIN_CELL}): takes the pooled "
+                    f"censored (fewer than {MIN_CELL}): takes the pooled "
                     f"{' and '.join(fits[site].pooled)} of all sites")
         return fits
 

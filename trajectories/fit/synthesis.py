@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from trajectories.cohort import MAX_AGE_YEARS
-from trajectories.disclosure import MIN_CELL, robust_range
+from trajectories.disclosure import MIN_CELL, robust_range, suppress_small_counts
 from trajectories.fit.covariates import CovariateSpec, copula_table
 
 DISCRETE_MAX_VALUES = 10
@@ -155,7 +155,7 @@ def _categorical(column: pl.Series, levels: Sequence[str], here: pl.Series | Non
                      counts.get_column("count").to_list(), strict=True))
     n = np.array([found.get(level, 0) for level in levels], dtype=float)
     if pooled is not None:
-        n = np.where(n < MIN_CELL, np.asarray(pooled) * data.len(), n)
+        n = suppress_small_counts(n, pooled, data.len())
     return Marginal("categorical", levels=tuple(levels),
                     probabilities=tuple((n / n.sum()).tolist()))
 
@@ -178,7 +178,7 @@ def _discrete_on(values: np.ndarray, support: Marginal) -> Marginal:
     nearest = np.abs(values[:, None] - kept[None, :]).argmin(axis=1)
     n = np.bincount(nearest, minlength=kept.size).astype(float)
     if support.probabilities:
-        n = np.where(n < MIN_CELL, np.asarray(support.probabilities) * values.size, n)
+        n = suppress_small_counts(n, support.probabilities, values.size)
     return Marginal("discrete", values=support.values, probabilities=tuple((n / n.sum()).tolist()))
 
 

@@ -65,7 +65,6 @@ from trajectories.fit.processes import Processes
 if TYPE_CHECKING:
     from trajectories.fit.model import MultiStateModel
 
-WITHHELD = FINGERPRINT_WITHHELD
 """The reference fingerprint's stand-in: a hash of the rows would single the data set out."""
 INITIAL_FALSE_POSITIVE = 0.01
 PUBLIC = ["the number of persons", "state names", "site names", "covariate names",
@@ -191,7 +190,7 @@ def fit_private(model: MultiStateModel, cohort: Cohort, rng: np.random.Generator
     model.notes_.append("visits, measurements and drugs are not fitted with differential "
                         "privacy: the model has none")
     model.reference_ = {"n_persons": n, "generator": cohort.manifest.generator,
-                        "fingerprint": WITHHELD, "split": split}
+                        "fingerprint": FINGERPRINT_WITHHELD, "split": split}
     model.specs_ = specs
     model.effect_specs_ = [s for s in specs if any(c[0] == s.name for c in design.columns)]
     model.covariate_model_ = covariate_model
