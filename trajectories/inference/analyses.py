@@ -12,6 +12,7 @@ its Greenwood-type variance); :meth:`influence` gives per-person influence terms
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -67,7 +68,7 @@ def known_covariates(cohort: Cohort) -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Analysis:
+class Analysis(ABC):
     """Base: which endpoint (None: the first default one without competing events)."""
 
     endpoint: str | None = None
@@ -76,8 +77,9 @@ class Analysis:
     scale = "estimate"
     competing_allowed = False
 
+    @abstractmethod
     def label(self, endpoint: str) -> str:
-        raise NotImplementedError
+        """What is estimated, on ``endpoint``, for tables and JSON."""
 
     def bind(self, frame: pl.DataFrame, known: Sequence[str], where: str) -> Analysis:
         """This analysis with whatever the data decide (levels) fixed; checks the request."""
@@ -86,12 +88,13 @@ class Analysis:
     def columns(self) -> list[str]:
         return ["time", "event"]
 
+    @abstractmethod
     def estimate(self, frame: pl.DataFrame, where: str = "cohort") -> Estimate:
-        raise NotImplementedError
+        """The estimate on the working scale and its variance, from endpoint rows."""
 
+    @abstractmethod
     def influence(self, frame: pl.DataFrame, where: str = "cohort") -> tuple[float, np.ndarray]:
         """The estimate and each row's influence on it (they sum to the estimation error)."""
-        raise NotImplementedError
 
     def shown(self, theta: float) -> float:
         """The working-scale value on the scale reported to users."""
